@@ -1,0 +1,529 @@
+// The recurrence driver: one layer-direction, all time steps, forward and
+// backward, for LSTM / GRU / RNN. See recurrence.h and csrc/rnn_ext.cpp.
+//
+// Per call:
+//   forward:  one GEMM  X W_ih^T  for every step at once, then per step one
+//             GEMM  h W_hh^T  and one fused pointwise kernel (gates, state,
+//             output, and the backward cache only when need_grad);
+//   backward: per step one fused pointwise derivative kernel and one GEMM for
+//             dh; after the loop one GEMM each for dX, dW_ih, dW_hh (dW_hr),
+//             and a plain column sum (deterministic) for the biases.
+//
+// Packed input uses cuDNN's layout: at time t only the first batch_sizes[t]
+// rows are active. A recurrent state buffer of B rows carries h (and c) across
+// steps: rows that are inactive keep their value, which gives h_n at each
+// sequence's last step (forward direction) and lets a sequence start from its
+// own h0 row when it joins (reverse direction).
+#include "recurrence.h"
+
+#include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/cell_steps.h"
+
+namespace rnn_ext {
+namespace {
+
+// ------------------------------------------------------------ schedule
+struct Schedule {
+  int64_t T = 0, B = 0, N = 0;  // steps, max batch, total rows
+  bool reverse = false;
+  std::vector<int64_t> bs, offset;  // per time index t
+  bool packed = false;
+
+  int64_t time(int64_t k) const { return reverse ? T - 1 - k : k; }
+  // Rows of step k whose previous state comes from step k-1 (the rest start from h0).
+  int64_t inherited(int64_t k) const {
+    if (k == 0) return 0;
+    return std::min(bs[time(k)], bs[time(k - 1)]);
+  }
+};
+
+Schedule make_schedule(const Tensor& x, const OptTensor& batch_sizes, int64_t B, bool reverse) {
+  Schedule s;
+  s.reverse = reverse;
+  s.B = B;
+  if (batch_sizes.has_value() && batch_sizes->defined()) {
+    const Tensor& b = *batch_sizes;
+    TORCH_CHECK(b.device().is_cpu(), "rnn_ext: batch_sizes should always be on CPU");
+    TORCH_CHECK(b.dim() == 1 && b.scalar_type() == at::kLong, "rnn_ext: batch_sizes must be a 1-D int64 tensor");
+    TORCH_CHECK(x.dim() == 2, "rnn_ext: packed input must be 2-D (rows, features), got ", x.dim(), "-D");
+    TORCH_CHECK(b.numel() > 0, "rnn_ext: batch_sizes must not be empty");
+    Tensor bc = b.contiguous();
+    const int64_t* p = bc.const_data_ptr<int64_t>();
+    s.packed = true;
+    s.T = b.numel();
+    int64_t total = 0;
+    for (int64_t t = 0; t < s.T; ++t) {
+      TORCH_CHECK(p[t] > 0 && p[t] <= (t ? p[t - 1] : B),
+                  "rnn_ext: batch_sizes must be positive and non-increasing, with batch_sizes[0] equal to the "
+                  "hidden state batch (", B, "); got ", p[t], " at step ", t);
+      s.bs.push_back(p[t]);
+      s.offset.push_back(total);
+      total += p[t];
+    }
+    TORCH_CHECK(s.bs[0] == B, "rnn_ext: batch_sizes[0] (", s.bs[0], ") must equal the hidden state batch (", B, ")");
+    TORCH_CHECK(total == x.size(0), "rnn_ext: batch_sizes sum to ", total, " but the packed input has ", x.size(0),
+                " rows");
+    s.N = total;
+  } else {
+    TORCH_CHECK(x.dim() == 3, "rnn_ext: input must be 3-D (seq, batch, features), got ", x.dim(), "-D");
+    TORCH_CHECK(x.size(1) == B, "rnn_ext: input batch (", x.size(1), ") must equal the hidden state batch (", B, ")");
+    s.T = x.size(0);
+    s.N = s.T * B;
+    for (int64_t t = 0; t < s.T; ++t) {
+      s.bs.push_back(B);
+      s.offset.push_back(t * B);
+    }
+  }
+  TORCH_CHECK(s.T > 0, "Expected sequence length to be larger than 0 in RNN");
+  return s;
+}
+
+// ------------------------------------------------------------ helpers
+DType to_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return DType::kFloat;
+    case at::kDouble: return DType::kDouble;
+    case at::kHalf: return DType::kHalf;
+    case at::kBFloat16: return DType::kBFloat16;
+    default: TORCH_CHECK(false, "rnn_ext: unsupported dtype ", t, "; expected float32, float64, float16 or bfloat16");
+  }
+}
+
+at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+// Pointer to row `row` of a row-major tensor (any dtype).
+inline void* row_ptr(const Tensor& t, int64_t row) {
+  return static_cast<char*>(t.data_ptr()) + row * t.stride(0) * t.element_size();
+}
+inline const void* opt_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+
+Tensor opt(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
+
+struct Kernels {
+  void (*lstm_fwd)(const LstmForwardStep&);
+  void (*lstm_bwd)(const LstmBackwardStep&);
+  void (*gru_fwd)(const GruForwardStep&);
+  void (*gru_bwd)(const GruBackwardStep&);
+  void (*rnn_fwd)(const RnnForwardStep&);
+  void (*rnn_bwd)(const RnnBackwardStep&);
+  void* stream;
+};
+
+Kernels kernels_for(const Tensor& x) {
+  if (x.is_cpu()) {
+    return {lstm_forward_step_cpu, lstm_backward_step_cpu, gru_forward_step_cpu,
+            gru_backward_step_cpu, rnn_forward_step_cpu,   rnn_backward_step_cpu, nullptr};
+  }
+#ifdef RNN_EXT_WITH_CUDA
+  if (x.is_cuda()) {
+    return {lstm_forward_step_cuda, lstm_backward_step_cuda, gru_forward_step_cuda,
+            gru_backward_step_cuda, rnn_forward_step_cuda,   rnn_backward_step_cuda, current_cuda_stream()};
+  }
+#endif
+  TORCH_CHECK(false, "rnn_ext: no kernels for device ", x.device());
+}
+
+// Common argument checks: same device and dtype everywhere, sane shapes.
+void check_args(const char* op, const Tensor& x, std::initializer_list<std::pair<const char*, Tensor>> others) {
+  to_dtype(x.scalar_type());
+  for (const auto& [name, t] : others) {
+    if (!t.defined()) continue;
+    TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), " but input is on ", x.device());
+    TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " has dtype ", t.scalar_type(),
+                " but input has dtype ", x.scalar_type());
+  }
+}
+
+void check_shape(const char* op, const char* name, const Tensor& t, at::IntArrayRef expected) {
+  TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", expected, ", got ", t.sizes());
+}
+
+// Rows h_{t-1} for every step, packed like the input: (N, Hout).
+Tensor previous_hidden(const Schedule& s, const Tensor& y2d, const Tensor& h0) {
+  Tensor hp = at::empty_like(y2d);
+  if (s.N == 0) return hp;
+  if (!s.packed) {  // one shifted copy
+    const int64_t B = s.B, N = s.N;
+    if (!s.reverse) {
+      hp.narrow(0, 0, B).copy_(h0);
+      if (N > B) hp.narrow(0, B, N - B).copy_(y2d.narrow(0, 0, N - B));
+    } else {
+      hp.narrow(0, N - B, B).copy_(h0);
+      if (N > B) hp.narrow(0, 0, N - B).copy_(y2d.narrow(0, B, N - B));
+    }
+    return hp;
+  }
+  for (int64_t k = 0; k < s.T; ++k) {
+    const int64_t t = s.time(k), rows = s.bs[t], off = s.offset[t], n = s.inherited(k);
+    if (n > 0) hp.narrow(0, off, n).copy_(y2d.narrow(0, s.offset[s.time(k - 1)], n));
+    if (n < rows) hp.narrow(0, off + n, rows - n).copy_(h0.narrow(0, n, rows - n));
+  }
+  return hp;
+}
+
+// Column sum in the accumulation type, returned in the op dtype. Deterministic.
+Tensor bias_grad(const Tensor& d_gates, at::ScalarType dtype) {
+  return at::sum(d_gates, {0}, false, acc_type(dtype)).to(dtype);
+}
+
+Tensor mat(const Tensor& t, int64_t cols) { return t.reshape({-1, cols}).contiguous(); }
+
+std::vector<int64_t> out_shape(const Tensor& x, int64_t cols) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = cols;
+  return shape;
+}
+
+}  // namespace
+
+// ================================================================= LSTM
+std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
+    const Tensor& input, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih_, const OptTensor& b_hh_, const OptTensor& w_hr_, const OptTensor& batch_sizes,
+    bool reverse, bool need_grad) {
+  const char* op = "rnn_ext::lstm_forward";
+  Tensor b_ih = opt(b_ih_), b_hh = opt(b_hh_), w_hr = opt(w_hr_);
+  check_args(op, input, {{"h0", h0}, {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}, {"w_hr", w_hr}});
+  c10::OptionalDeviceGuard guard(input.device());
+  TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) % 4 == 0, op, ": bad weight shapes");
+  const int64_t H = w_hh.size(0) / 4, G = 4 * H, I = w_ih.size(1);
+  const bool proj = w_hr.defined();
+  const int64_t Hout = proj ? w_hr.size(0) : H;
+  TORCH_CHECK(h0.dim() == 2 && c0.dim() == 2, op, ": h0 and c0 must be 2-D (batch, hidden)");
+  const int64_t B = h0.size(0);
+  check_shape(op, "w_ih", w_ih, {G, I});
+  check_shape(op, "w_hh", w_hh, {G, Hout});
+  if (proj) check_shape(op, "w_hr", w_hr, {Hout, H});
+  if (b_ih.defined()) check_shape(op, "b_ih", b_ih, {G});
+  if (b_hh.defined()) check_shape(op, "b_hh", b_hh, {G});
+  check_shape(op, "h0", h0, {B, Hout});
+  check_shape(op, "c0", c0, {B, H});
+  TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
+  const Schedule s = make_schedule(input, batch_sizes, B, reverse);
+  const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  const Kernels k = kernels_for(input);
+
+  Tensor x_gates = at::mm(mat(input, I), w_ih.t());  // (N, 4H), all steps at once
+  Tensor y = at::empty({s.N, Hout}, input.options());
+  Tensor h_state = h0.contiguous().clone();
+  Tensor c_state = c0.to(acc).contiguous().clone();
+  Tensor h_gates = at::empty({B, G}, input.options());
+  Tensor h_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
+  Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
+  const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr.t() : Tensor();
+
+  for (int64_t step = 0; step < s.T; ++step) {
+    const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
+    if (rows == 0) continue;
+    Tensor hg = h_gates.narrow(0, 0, rows);
+    at::mm_out(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    LstmForwardStep a{};
+    a.dtype = to_dtype(dtype);
+    a.rows = rows;
+    a.hidden = H;
+    a.x_gates = row_ptr(x_gates, off);
+    a.h_gates = hg.data_ptr();
+    a.b_ih = opt_ptr(b_ih);
+    a.b_hh = opt_ptr(b_hh);
+    a.c_state = c_state.data_ptr();
+    a.h_out = proj ? h_pre.data_ptr() : row_ptr(y, off);
+    a.h_out_stride = proj ? H : Hout;
+    a.h_state = proj ? nullptr : h_state.data_ptr();
+    a.workspace = need_grad ? row_ptr(ws, off) : nullptr;
+    a.stream = k.stream;
+    k.lstm_fwd(a);
+    if (proj) {
+      Tensor y_t = y.narrow(0, off, rows);
+      at::mm_out(y_t, h_pre.narrow(0, 0, rows), w_hr_t);
+      h_state.narrow(0, 0, rows).copy_(y_t);
+    }
+  }
+  return {y.view(out_shape(input, Hout)), h_state, c_state.to(dtype), ws};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
+    const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr_,
+    const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& ws) {
+  const char* op = "rnn_ext::lstm_backward";
+  Tensor w_hr = opt(w_hr_);
+  check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"grad_c_n", grad_c_n}, {"h0", h0},
+                         {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"w_hr", w_hr}, {"output", output}});
+  c10::OptionalDeviceGuard guard(input.device());
+  const int64_t H = w_hh.size(0) / 4, G = 4 * H, I = w_ih.size(1);
+  const bool proj = w_hr.defined();
+  const int64_t Hout = proj ? w_hr.size(0) : H, B = h0.size(0);
+  const Schedule s = make_schedule(input, batch_sizes, B, reverse);
+  const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  TORCH_CHECK(ws.size(0) == s.N && ws.size(1) == 5 * H && ws.scalar_type() == acc,
+              op, ": the workspace was not saved (forward ran with need_grad=False) or does not match");
+  check_shape(op, "grad_h_n", grad_h_n, {B, Hout});
+  check_shape(op, "grad_c_n", grad_c_n, {B, H});
+  const Kernels k = kernels_for(input);
+
+  const Tensor x2d = mat(input, I), y2d = mat(output, Hout), gy = mat(grad_output, Hout);
+  Tensor dh_state = grad_h_n.contiguous().clone();
+  Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
+  Tensor d_gates = at::empty({s.N, G}, input.options());
+  Tensor c0_acc = c0.to(acc).contiguous();
+  Tensor c_mix = s.packed ? at::empty({B, H}, c0_acc.options()) : Tensor();
+  Tensor d_y = proj ? at::empty({s.N, Hout}, input.options()) : Tensor();
+  Tensor dh_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
+  const Tensor ws_c = ws.narrow(1, 4 * H, H);
+
+  for (int64_t step = s.T - 1; step >= 0; --step) {
+    const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
+    if (rows == 0) continue;
+    const int64_t n = s.inherited(step);
+    const int64_t prev_off = step > 0 ? s.offset[s.time(step - 1)] : 0;
+    LstmBackwardStep a{};
+    if (n == rows) {  // c_{t-1} straight from the cache
+      a.c_prev = row_ptr(ws_c, prev_off);
+      a.c_prev_stride = 5 * H;
+    } else if (n == 0) {
+      a.c_prev = c0_acc.data_ptr();
+      a.c_prev_stride = H;
+    } else {  // some rows continue, some start from c0
+      c_mix.narrow(0, 0, n).copy_(ws_c.narrow(0, prev_off, n));
+      c_mix.narrow(0, n, rows - n).copy_(c0_acc.narrow(0, n, rows - n));
+      a.c_prev = c_mix.data_ptr();
+      a.c_prev_stride = H;
+    }
+    if (proj) {
+      Tensor dy_t = d_y.narrow(0, off, rows);
+      at::add_out(dy_t, gy.narrow(0, off, rows), dh_state.narrow(0, 0, rows));
+      Tensor dhp = dh_pre.narrow(0, 0, rows);
+      at::mm_out(dhp, dy_t, w_hr);
+      a.grad_h_a = dh_pre.data_ptr();
+      a.grad_h_b = nullptr;
+    } else {
+      a.grad_h_a = row_ptr(gy, off);
+      a.grad_h_b = dh_state.data_ptr();
+    }
+    a.dtype = to_dtype(dtype);
+    a.rows = rows;
+    a.hidden = H;
+    a.workspace = row_ptr(ws, off);
+    a.grad_c_state = dc_state.data_ptr();
+    a.grad_gates = row_ptr(d_gates, off);
+    a.stream = k.stream;
+    k.lstm_bwd(a);
+    Tensor dh = dh_state.narrow(0, 0, rows);
+    at::mm_out(dh, d_gates.narrow(0, off, rows), w_hh);
+  }
+
+  Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
+  Tensor dw_ih = at::mm(d_gates.t(), x2d);
+  Tensor dw_hh = at::mm(d_gates.t(), previous_hidden(s, y2d, h0));
+  Tensor db = bias_grad(d_gates, dtype);
+  Tensor dw_hr = at::empty({0}, input.options());
+  if (proj) {
+    Tensor h_pre = (ws.narrow(1, 3 * H, H) * at::tanh(ws_c)).to(dtype);
+    dw_hr = at::mm(d_y.t(), h_pre);
+  }
+  return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
+}
+
+// ================================================================= GRU
+std::tuple<Tensor, Tensor, Tensor> gru_forward(
+    const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_,
+    const OptTensor& b_hh_, const OptTensor& batch_sizes, bool reverse, bool need_grad) {
+  const char* op = "rnn_ext::gru_forward";
+  Tensor b_ih = opt(b_ih_), b_hh = opt(b_hh_);
+  check_args(op, input, {{"h0", h0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}});
+  c10::OptionalDeviceGuard guard(input.device());
+  TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) % 3 == 0, op, ": bad weight shapes");
+  const int64_t H = w_hh.size(0) / 3, G = 3 * H, I = w_ih.size(1);
+  TORCH_CHECK(h0.dim() == 2, op, ": h0 must be 2-D (batch, hidden)");
+  const int64_t B = h0.size(0);
+  check_shape(op, "w_ih", w_ih, {G, I});
+  check_shape(op, "w_hh", w_hh, {G, H});
+  if (b_ih.defined()) check_shape(op, "b_ih", b_ih, {G});
+  if (b_hh.defined()) check_shape(op, "b_hh", b_hh, {G});
+  check_shape(op, "h0", h0, {B, H});
+  TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
+  const Schedule s = make_schedule(input, batch_sizes, B, reverse);
+  const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  const Kernels k = kernels_for(input);
+
+  Tensor x_gates = at::mm(mat(input, I), w_ih.t());
+  Tensor y = at::empty({s.N, H}, input.options());
+  Tensor h_state = h0.contiguous().clone();
+  Tensor h_gates = at::empty({B, G}, input.options());
+  Tensor ws = at::empty({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
+  const Tensor w_hh_t = w_hh.t();
+
+  for (int64_t step = 0; step < s.T; ++step) {
+    const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
+    if (rows == 0) continue;
+    Tensor hg = h_gates.narrow(0, 0, rows);
+    at::mm_out(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    GruForwardStep a{};
+    a.dtype = to_dtype(dtype);
+    a.rows = rows;
+    a.hidden = H;
+    a.x_gates = row_ptr(x_gates, off);
+    a.h_gates = hg.data_ptr();
+    a.b_ih = opt_ptr(b_ih);
+    a.b_hh = opt_ptr(b_hh);
+    a.h_state = h_state.data_ptr();
+    a.h_out = row_ptr(y, off);
+    a.workspace = need_grad ? row_ptr(ws, off) : nullptr;
+    a.stream = k.stream;
+    k.gru_fwd(a);
+  }
+  return {y.view(out_shape(input, H)), h_state, ws};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& h0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool reverse,
+    const Tensor& output, const Tensor& ws) {
+  const char* op = "rnn_ext::gru_backward";
+  check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
+                         {"w_hh", w_hh}, {"output", output}});
+  c10::OptionalDeviceGuard guard(input.device());
+  const int64_t H = w_hh.size(0) / 3, G = 3 * H, I = w_ih.size(1), B = h0.size(0);
+  const Schedule s = make_schedule(input, batch_sizes, B, reverse);
+  const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  TORCH_CHECK(ws.size(0) == s.N && ws.size(1) == 4 * H && ws.scalar_type() == acc,
+              op, ": the workspace was not saved (forward ran with need_grad=False) or does not match");
+  check_shape(op, "grad_h_n", grad_h_n, {B, H});
+  const Kernels k = kernels_for(input);
+
+  const Tensor x2d = mat(input, I), gy = mat(grad_output, H);
+  const Tensor h_prev = previous_hidden(s, mat(output, H), h0.contiguous());
+  Tensor dh_state = grad_h_n.contiguous().clone();
+  Tensor dg_ih = at::empty({s.N, G}, input.options());
+  Tensor dg_hh = at::empty({s.N, G}, input.options());
+
+  for (int64_t step = s.T - 1; step >= 0; --step) {
+    const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
+    if (rows == 0) continue;
+    GruBackwardStep a{};
+    a.dtype = to_dtype(dtype);
+    a.rows = rows;
+    a.hidden = H;
+    a.grad_h_a = row_ptr(gy, off);
+    a.grad_h_b = dh_state.data_ptr();
+    a.h_prev = row_ptr(h_prev, off);
+    a.workspace = row_ptr(ws, off);
+    a.grad_gates_ih = row_ptr(dg_ih, off);
+    a.grad_gates_hh = row_ptr(dg_hh, off);
+    a.grad_h_prev = dh_state.data_ptr();  // dh*z, then += dG_hh W_hh below
+    a.stream = k.stream;
+    k.gru_bwd(a);
+    Tensor dh = dh_state.narrow(0, 0, rows);
+    dh.addmm_(dg_hh.narrow(0, off, rows), w_hh);
+  }
+  Tensor dx = at::mm(dg_ih, w_ih).view(input.sizes());
+  Tensor dw_ih = at::mm(dg_ih.t(), x2d);
+  Tensor dw_hh = at::mm(dg_hh.t(), h_prev);
+  return {dx, dh_state, dw_ih, dw_hh, bias_grad(dg_ih, dtype), bias_grad(dg_hh, dtype)};
+}
+
+// ================================================================= RNN
+std::tuple<Tensor, Tensor> rnn_forward(
+    const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_,
+    const OptTensor& b_hh_, const OptTensor& batch_sizes, bool relu, bool reverse) {
+  const char* op = "rnn_ext::rnn_forward";
+  Tensor b_ih = opt(b_ih_), b_hh = opt(b_hh_);
+  check_args(op, input, {{"h0", h0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}});
+  c10::OptionalDeviceGuard guard(input.device());
+  TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2, op, ": bad weight shapes");
+  const int64_t H = w_hh.size(0), I = w_ih.size(1);
+  TORCH_CHECK(h0.dim() == 2, op, ": h0 must be 2-D (batch, hidden)");
+  const int64_t B = h0.size(0);
+  check_shape(op, "w_ih", w_ih, {H, I});
+  check_shape(op, "w_hh", w_hh, {H, H});
+  if (b_ih.defined()) check_shape(op, "b_ih", b_ih, {H});
+  if (b_hh.defined()) check_shape(op, "b_hh", b_hh, {H});
+  check_shape(op, "h0", h0, {B, H});
+  TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
+  const Schedule s = make_schedule(input, batch_sizes, B, reverse);
+  const auto dtype = input.scalar_type();
+  const Kernels k = kernels_for(input);
+
+  Tensor x_gates = at::mm(mat(input, I), w_ih.t());
+  Tensor y = at::empty({s.N, H}, input.options());
+  Tensor h_state = h0.contiguous().clone();
+  Tensor h_gates = at::empty({B, H}, input.options());
+  const Tensor w_hh_t = w_hh.t();
+  for (int64_t step = 0; step < s.T; ++step) {
+    const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
+    if (rows == 0) continue;
+    Tensor hg = h_gates.narrow(0, 0, rows);
+    at::mm_out(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    RnnForwardStep a{};
+    a.dtype = to_dtype(dtype);
+    a.rows = rows;
+    a.hidden = H;
+    a.relu = relu;
+    a.x_gates = row_ptr(x_gates, off);
+    a.h_gates = hg.data_ptr();
+    a.b_ih = opt_ptr(b_ih);
+    a.b_hh = opt_ptr(b_hh);
+    a.h_state = h_state.data_ptr();
+    a.h_out = row_ptr(y, off);
+    a.stream = k.stream;
+    k.rnn_fwd(a);
+  }
+  return {y.view(out_shape(input, H)), h_state};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
+    const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& h0,
+    const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool relu, bool reverse,
+    const Tensor& output) {
+  const char* op = "rnn_ext::rnn_backward";
+  check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
+                         {"w_hh", w_hh}, {"output", output}});
+  c10::OptionalDeviceGuard guard(input.device());
+  const int64_t H = w_hh.size(0), I = w_ih.size(1), B = h0.size(0);
+  const Schedule s = make_schedule(input, batch_sizes, B, reverse);
+  const auto dtype = input.scalar_type();
+  check_shape(op, "grad_h_n", grad_h_n, {B, H});
+  const Kernels k = kernels_for(input);
+
+  const Tensor x2d = mat(input, I), y2d = mat(output, H), gy = mat(grad_output, H);
+  Tensor dh_state = grad_h_n.contiguous().clone();
+  Tensor d_gates = at::empty({s.N, H}, input.options());
+  for (int64_t step = s.T - 1; step >= 0; --step) {
+    const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
+    if (rows == 0) continue;
+    RnnBackwardStep a{};
+    a.dtype = to_dtype(dtype);
+    a.rows = rows;
+    a.hidden = H;
+    a.relu = relu;
+    a.grad_h_a = row_ptr(gy, off);
+    a.grad_h_b = dh_state.data_ptr();
+    a.h_out = row_ptr(y2d, off);
+    a.grad_gates = row_ptr(d_gates, off);
+    a.stream = k.stream;
+    k.rnn_bwd(a);
+    Tensor dh = dh_state.narrow(0, 0, rows);
+    at::mm_out(dh, d_gates.narrow(0, off, rows), w_hh);
+  }
+  Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
+  Tensor dw_ih = at::mm(d_gates.t(), x2d);
+  Tensor dw_hh = at::mm(d_gates.t(), previous_hidden(s, y2d, h0.contiguous()));
+  Tensor db = bias_grad(d_gates, dtype);
+  return {dx, dh_state, dw_ih, dw_hh, db, db.clone()};
+}
+
+TORCH_LIBRARY_IMPL(rnn_ext, CPU, m) {
+  m.impl("lstm_forward", &lstm_forward);
+  m.impl("lstm_backward", &lstm_backward);
+  m.impl("gru_forward", &gru_forward);
+  m.impl("gru_backward", &gru_backward);
+  m.impl("rnn_forward", &rnn_forward);
+  m.impl("rnn_backward", &rnn_backward);
+}
+
+}  // namespace rnn_ext

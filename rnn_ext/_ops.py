@@ -1,0 +1,210 @@
+"""Typed wrappers over torch.ops.rnn_ext.*, with fake and autograd kernels.
+
+Each op runs one layer, one direction, over the whole sequence (the schemas
+and their arguments are documented in csrc/rnn_ext.cpp).
+
+Autograd: the forward op saves a workspace; backward calls the matching
+*_backward op. When backward itself must be differentiable (create_graph=True,
+double backward), the step is recomputed with the pure-PyTorch reference in
+rnn_ext/reference.py and differentiated by autograd, the same approach
+torch.nn uses for its oneDNN LSTM on CPU.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import _C  # noqa: F401  (loads the library, which registers the ops)
+from . import reference
+
+_ops = torch.ops.rnn_ext
+
+
+def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _rows(input: Tensor, batch_sizes: Optional[Tensor]) -> int:
+    return input.shape[0] if batch_sizes is not None else input.shape[0] * input.shape[1]
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+# ----------------------------------------------------------------- public wrappers
+def lstm_layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False):
+    """One LSTM layer-direction: returns (output, h_n, c_n)."""
+    need = _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    y, h, c, _ = _ops.lstm_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need)
+    return y, h, c
+
+
+def gru_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, reverse=False):
+    """One GRU layer-direction: returns (output, h_n)."""
+    need = _needs_grad(input, h0, w_ih, w_hh, b_ih, b_hh)
+    y, h, _ = _ops.gru_forward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need)
+    return y, h
+
+
+def rnn_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, relu=False, reverse=False):
+    """One Elman RNN layer-direction (tanh or relu): returns (output, h_n)."""
+    return _ops.rnn_forward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse)
+
+
+# ----------------------------------------------------------------- fake kernels
+def _check_fake(input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+    torch._check(input.dim() == (2 if batch_sizes is not None else 3), lambda: "rnn_ext: bad input rank")
+
+
+@torch.library.register_fake("rnn_ext::lstm_forward")
+def _lstm_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_grad):
+    _check_fake(input, batch_sizes)
+    H = w_hh.shape[0] // 4
+    h_out = w_hr.shape[0] if w_hr is not None else H
+    rows = _rows(input, batch_sizes) if need_grad else 0
+    return (
+        input.new_empty((*input.shape[:-1], h_out)),
+        h0.new_empty(h0.shape),
+        c0.new_empty(c0.shape),
+        input.new_empty((rows, 5 * H), dtype=_acc_dtype(input.dtype)),
+    )
+
+
+@torch.library.register_fake("rnn_ext::lstm_backward")
+def _lstm_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, w_hr, batch_sizes, reverse,
+                        output, workspace):
+    G = w_hh.shape[0]
+    return (
+        input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
+        w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty((G,)), w_ih.new_empty((G,)),
+        w_hr.new_empty(w_hr.shape) if w_hr is not None else input.new_empty((0,)),
+    )
+
+
+@torch.library.register_fake("rnn_ext::gru_forward")
+def _gru_forward_fake(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need_grad):
+    _check_fake(input, batch_sizes)
+    H = w_hh.shape[0] // 3
+    rows = _rows(input, batch_sizes) if need_grad else 0
+    return (
+        input.new_empty((*input.shape[:-1], H)),
+        h0.new_empty(h0.shape),
+        input.new_empty((rows, 4 * H), dtype=_acc_dtype(input.dtype)),
+    )
+
+
+def _one_hidden_backward_fake(input, h0, w_ih, w_hh):
+    G = w_hh.shape[0]
+    return (input.new_empty(input.shape), h0.new_empty(h0.shape), w_ih.new_empty(w_ih.shape),
+            w_hh.new_empty(w_hh.shape), w_ih.new_empty((G,)), w_ih.new_empty((G,)))
+
+
+@torch.library.register_fake("rnn_ext::gru_backward")
+def _gru_backward_fake(grad_output, grad_h_n, input, h0, w_ih, w_hh, batch_sizes, reverse, output, workspace):
+    return _one_hidden_backward_fake(input, h0, w_ih, w_hh)
+
+
+@torch.library.register_fake("rnn_ext::rnn_forward")
+def _rnn_forward_fake(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse):
+    _check_fake(input, batch_sizes)
+    return input.new_empty((*input.shape[:-1], w_hh.shape[0])), h0.new_empty(h0.shape)
+
+
+@torch.library.register_fake("rnn_ext::rnn_backward")
+def _rnn_backward_fake(grad_output, grad_h_n, input, h0, w_ih, w_hh, batch_sizes, relu, reverse, output):
+    return _one_hidden_backward_fake(input, h0, w_ih, w_hh)
+
+
+# ----------------------------------------------------------------- autograd
+def _or_zeros(grad: Optional[Tensor], like: Tensor) -> Tensor:
+    return torch.zeros_like(like) if grad is None else grad
+
+
+def _differentiable_grads(ctx, layer_fn, inputs, kwargs, outputs, grads):
+    """Gradients that autograd can differentiate again (create_graph=True).
+
+    Recomputes the layer with the reference implementation from the saved
+    inputs (which keep their graph history) and differentiates it.
+    """
+    wanted = [i for i, t in enumerate(inputs) if t is not None and ctx.needs_input_grad[i]]
+    result = [None] * len(inputs)
+    if not wanted:
+        return result
+    with torch.enable_grad():
+        outs = layer_fn(*inputs, **kwargs)
+        gs = torch.autograd.grad(
+            outs, [inputs[i] for i in wanted], [_or_zeros(g, o) for g, o in zip(grads, outputs)],
+            create_graph=True, allow_unused=True,
+        )
+    for i, g in zip(wanted, gs):
+        result[i] = g if g is not None else torch.zeros_like(inputs[i])
+    return result
+
+
+def _lstm_setup(ctx, inputs, output):
+    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_grad = inputs
+    y, h_n, c_n, ws = output
+    ctx.reverse = reverse
+    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, y, h_n, c_n, ws)
+
+
+def _lstm_backward(ctx, grad_y, grad_h, grad_c, _grad_ws):
+    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, y, h_n, c_n, ws = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        g = _differentiable_grads(
+            ctx, reference.lstm_layer, (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
+            {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h_n, c_n), (grad_y, grad_h, grad_c))
+        return (*g, None, None, None)
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _ops.lstm_backward(
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h_n), _or_zeros(grad_c, c_n), input, h0, c0, w_ih, w_hh, w_hr,
+        batch_sizes, ctx.reverse, y, ws)
+    return (dx, dh0, dc0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
+            dw_hr if w_hr is not None else None, None, None, None)
+
+
+def _gru_setup(ctx, inputs, output):
+    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need_grad = inputs
+    y, h_n, ws = output
+    ctx.reverse = reverse
+    ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n, ws)
+
+
+def _gru_backward(ctx, grad_y, grad_h, _grad_ws):
+    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n, ws = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        g = _differentiable_grads(
+            ctx, reference.gru_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
+            {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h_n), (grad_y, grad_h))
+        return (*g, None, None, None)
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h_n), input, h0, w_ih, w_hh, batch_sizes, ctx.reverse, y, ws)
+    return (dx, dh0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
+            None, None, None)
+
+
+def _rnn_setup(ctx, inputs, output):
+    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse = inputs
+    y, h_n = output
+    ctx.relu, ctx.reverse = relu, reverse
+    ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n)
+
+
+def _rnn_backward(ctx, grad_y, grad_h):
+    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        g = _differentiable_grads(
+            ctx, reference.rnn_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
+            {"batch_sizes": batch_sizes, "relu": ctx.relu, "reverse": ctx.reverse}, (y, h_n), (grad_y, grad_h))
+        return (*g, None, None, None)
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.rnn_backward(
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h_n), input, h0, w_ih, w_hh, batch_sizes, ctx.relu, ctx.reverse, y)
+    return (dx, dh0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
+            None, None, None)
+
+
+torch.library.register_autograd("rnn_ext::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
+torch.library.register_autograd("rnn_ext::gru_forward", _gru_backward, setup_context=_gru_setup)
+torch.library.register_autograd("rnn_ext::rnn_forward", _rnn_backward, setup_context=_rnn_setup)

@@ -1,0 +1,94 @@
+"""Build script for rnn_ext: one extension, rnn_ext._C.
+
+The C++ CPU sources are always built. The CUDA sources are added when torch
+is a CUDA build and nvcc is found, or when FORCE_CUDA=1 (which works on a
+machine without a GPU).
+
+Environment knobs:
+  FORCE_CUDA=1            build the CUDA sources even without a visible GPU
+  RNN_EXT_CUDA_ARCHS      CUDA architectures, e.g. "8.0;9.0+PTX" (default)
+  NVCC_THREADS            nvcc --threads (default 4)
+  MAX_JOBS                parallel compile jobs (torch's default otherwise)
+  DEBUG=1                 -O0 -g instead of -O3
+"""
+import glob
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _find_nvcc():
+    if CUDA_HOME and os.path.exists(os.path.join(CUDA_HOME, "bin", "nvcc")):
+        return os.path.join(CUDA_HOME, "bin", "nvcc")
+    return shutil.which("nvcc")
+
+
+def build_config():
+    force_cuda = os.environ.get("FORCE_CUDA", "0") == "1"
+    torch_has_cuda = torch.version.cuda is not None
+    nvcc = _find_nvcc()
+    build_cuda = torch_has_cuda and nvcc is not None and (force_cuda or CUDA_HOME is not None)
+    if force_cuda and not build_cuda:
+        raise RuntimeError(
+            "FORCE_CUDA=1 needs a CUDA build of torch and nvcc "
+            f"(torch.version.cuda={torch.version.cuda}, nvcc={nvcc}, CUDA_HOME={CUDA_HOME})"
+        )
+    archs = os.environ.get("RNN_EXT_CUDA_ARCHS", "8.0;9.0+PTX")
+    return {
+        "torch": torch.__version__,
+        "torch.version.cuda": torch.version.cuda,
+        "FORCE_CUDA": force_cuda,
+        "CUDA_HOME": CUDA_HOME,
+        "nvcc": nvcc,
+        "build_cuda": build_cuda,
+        "cuda_archs": archs if build_cuda else None,
+        "debug": os.environ.get("DEBUG", "0") == "1",
+        "nvcc_threads": os.environ.get("NVCC_THREADS", "4"),
+        "max_jobs": os.environ.get("MAX_JOBS"),
+    }
+
+
+def get_extensions():
+    cfg = build_config()
+    print("rnn_ext build configuration:")
+    for key, value in cfg.items():
+        print(f"  {key:20s} = {value}")
+
+    opt = ["-O0", "-g"] if cfg["debug"] else ["-O3"]
+    sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    extra = {"cxx": opt + ["-fopenmp"]}
+    define_macros = []
+    ext_cls = CppExtension
+    if cfg["build_cuda"]:
+        # torch reads the architecture list from TORCH_CUDA_ARCH_LIST.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = cfg["cuda_archs"]
+        sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) + glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
+        extra["nvcc"] = opt + ["--threads", cfg["nvcc_threads"], "--expt-relaxed-constexpr"]
+        define_macros.append(("RNN_EXT_WITH_CUDA", None))
+        ext_cls = CUDAExtension
+    return [
+        ext_cls(
+            "rnn_ext._C",
+            sources,
+            include_dirs=[os.path.join(ROOT, "csrc")],
+            extra_compile_args=extra,
+            extra_link_args=["-fopenmp"],
+            define_macros=define_macros,
+        )
+    ]
+
+
+setup(
+    name="rnn_ext",
+    version="0.1.0",
+    packages=find_packages(include=["rnn_ext", "rnn_ext.*"]),
+    package_data={"rnn_ext": ["py.typed"]},
+    ext_modules=get_extensions(),
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
