@@ -15,7 +15,7 @@ import glob
 import os
 import shutil
 
-from setuptools import find_packages, setup
+from setuptools import setup
 
 import torch
 from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -84,11 +84,8 @@ def get_extensions():
     ]
 
 
+# Metadata lives in pyproject.toml; this file only describes the extension.
 setup(
-    name="rnn_ext",
-    version="0.1.0",
-    packages=find_packages(include=["rnn_ext", "rnn_ext.*"]),
-    package_data={"rnn_ext": ["py.typed"]},
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

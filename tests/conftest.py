@@ -1,0 +1,30 @@
+"""Shared fixtures. CUDA cases are parametrised like CPU ones and skipped
+cleanly when no GPU is present; nothing queries the GPU at import time."""
+import pytest
+import torch
+
+import rnn_ext  # noqa: F401  (registers torch.ops.rnn_ext)
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def pytest_collection_modifyitems(config, items):
+    cuda_ok = None
+    for item in items:
+        if item.get_closest_marker("cuda") is None:
+            continue
+        if cuda_ok is None:  # first CUDA item: ask once, at run time
+            cuda_ok = torch.cuda.is_available() and torch.ops.rnn_ext.lstm_forward.default.has_kernel_for_dispatch_key("CUDA")
+        if not cuda_ok:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device and an rnn_ext build with CUDA kernels"))
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
