@@ -7,7 +7,8 @@
 import torch  # noqa: F401  (loads libtorch before the extension)
 
 from . import _ops, functional, reference  # noqa: F401  (_ops registers autograd and fake kernels)
+from .convert import convert
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
 __version__ = "0.1.0"
-__all__ = ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "functional", "reference", "__version__"]
+__all__ = ["convert", "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell", "functional", "reference", "__version__"]

@@ -1,0 +1,85 @@
+"""The environment a result was measured in: versions, device, threads, build."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import rnn_ext
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (rev + ("+dirty" if dirty else "")) if rev else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _has_kernel(op: str, key: str) -> bool:
+    try:
+        return bool(getattr(torch.ops.rnn_ext, op).default.has_kernel_for_dispatch_key(key))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def load_average() -> str:
+    """Other processes' load: on a shared machine, the first thing to check when numbers look off."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cuda_kernels_registered() -> bool:
+    return _has_kernel("lstm_forward", "CUDA")
+
+
+def collect(grid: str, device: str) -> dict:
+    """Everything a result needs to be read later; `device` is "cpu" or "cuda"."""
+    env = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "grid": grid,
+        "device": device,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "rnn_ext": f"{rnn_ext.__version__} (git {_git()})",
+        "rnn_ext CUDA kernels": cuda_kernels_registered(),
+        "threads": torch.get_num_threads(),
+        "cpu": f"{_cpu_model()}, {os.cpu_count()} logical CPUs",
+        "load average (1/5/15 min) at the start": load_average(),
+        "oneDNN (mkldnn) enabled": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
+    }
+    busy = os.getloadavg()[0]
+    if busy > 0.5:
+        env["warning"] = (f"load average {busy:.1f} on {os.cpu_count()} CPUs before the run: other processes are busy, "
+                          "timings will be noisy (use a quiet machine; --threads 1 suffers least from contention)")
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        env.update({
+            "gpu": f"{props.name}, {props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB",
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "tf32 (matmul / cudnn)": f"{torch.backends.cuda.matmul.allow_tf32} / {torch.backends.cudnn.allow_tf32}",
+        })
+    return env
+
+
+def header_lines(env: dict) -> list[str]:
+    return [f"- {k}: {v}" for k, v in env.items()]

@@ -1,0 +1,103 @@
+"""Side-by-side timing of two callables, and the GEMM peak.
+
+Both sides are timed in alternating rounds (A B, then B A, ...) in one
+process, so drift and noise from other processes hit both alike. A round
+measures each side once:
+- CPU: `torch.utils.benchmark.Timer.blocked_autorange(min_run_time=round_s)`,
+  with the Timer's thread count set to torch's current one (its default is 1).
+- CUDA: one block of `number` back-to-back calls between two CUDA events,
+  then a synchronisation; `number` is chosen after warm-up so a block lasts
+  about round_s.
+Rounds continue until `min_rounds` are done and `budget_s` has passed (or
+`max_rounds`). All per-call times of a side are pooled; we report the median,
+the interquartile range and min/max.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch.utils import benchmark
+
+
+@dataclass
+class Stats:
+    """Per-call times in seconds."""
+    median: float
+    q25: float
+    q75: float
+    min: float
+    max: float
+    n: int
+
+    @classmethod
+    def of(cls, times: list[float]) -> "Stats":
+        ts = sorted(times)
+        if len(ts) >= 2:
+            q25, _, q75 = statistics.quantiles(ts, n=4, method="inclusive")
+        else:
+            q25 = q75 = ts[0]
+        return cls(statistics.median(ts), q25, q75, ts[0], ts[-1], len(ts))
+
+    @property
+    def iqr(self) -> float:
+        return self.q75 - self.q25
+
+
+def _cpu_timer(fn: Callable[[], object]) -> benchmark.Timer:
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+
+
+def _cuda_block(fn: Callable[[], object], number: int) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(number):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / number
+
+
+def measure_pair(fns: dict[str, Callable[[], object]], device: str, *, budget_s: float, round_s: float,
+                 min_rounds: int, max_rounds: int) -> dict[str, Stats]:
+    """Time each callable in `fns` (already warmed up), alternating between them."""
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    if device == "cuda":
+        torch.cuda.synchronize()
+        number = {k: max(1, math.ceil(round_s / _cuda_block(fns[k], 1))) for k in names}
+        one_round = {k: (lambda k=k: times[k].append(_cuda_block(fns[k], number[k]))) for k in names}
+    else:
+        timers = {k: _cpu_timer(fns[k]) for k in names}
+        one_round = {k: (lambda k=k: times[k].extend(timers[k].blocked_autorange(min_run_time=round_s).times))
+                     for k in names}
+    start = time.perf_counter()
+    for r in range(max_rounds):
+        if r >= min_rounds and time.perf_counter() - start >= budget_s:
+            break
+        for k in (names if r % 2 == 0 else reversed(names)):
+            one_round[k]()
+    return {k: Stats.of(v) for k, v in times.items()}
+
+
+def gemm_peak(device: str, dtype: torch.dtype, seconds: float) -> float:
+    """GFLOP/s of a square matmul (n=1024 on CPU, 8192 on GPU) in `dtype`: the median over timed blocks."""
+    n = 8192 if device == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    fn = lambda: torch.mm(a, b)  # noqa: E731
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        number = max(1, math.ceil(0.02 / _cuda_block(fn, 1)))
+        ts, start = [], time.perf_counter()
+        while len(ts) < 5 or time.perf_counter() - start < seconds:
+            ts.append(_cuda_block(fn, number))
+        t = statistics.median(ts)
+    else:
+        t = _cpu_timer(fn).blocked_autorange(min_run_time=seconds).median
+    return 2.0 * n ** 3 / t / 1e9

@@ -1,0 +1,45 @@
+"""The benchmark tool runs end to end: `python -m bench --grid smoke` writes a CSV
+with one row per (cell, mode), positive times, the markdown report and the plot.
+
+One thread: the test checks the tool, not speed, and on a busy shared machine
+OpenMP threads waiting for each other can make each tiny call take 100+ ms."""
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+EXPECTED_COLUMNS = {
+    "cell", "mode", "T", "B", "I", "H", "dtype", "device", "threads", "baseline", "base_ms", "ext_ms", "speedup",
+    "ext_us_per_step", "ext_gflops", "peak_gflops", "ext_pct_peak", "base_saved_mb", "ext_saved_mb",
+    "max_rel_err", "status",
+}
+
+
+def test_bench_smoke(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--grid", "smoke", "--out", str(tmp_path), "--threads", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    with open(tmp_path / "results.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert EXPECTED_COLUMNS <= set(reader.fieldnames)
+        rows = list(reader)
+    assert sorted((r["cell"], r["mode"]) for r in rows) == sorted(
+        (c, m) for c in ("lstm", "gru", "rnn") for m in ("inference", "training"))
+    for r in rows:
+        assert r["status"] == "ok", r
+        assert r["device"] == "cpu" and r["dtype"] == "float32"
+        for key in ("base_ms", "ext_ms", "speedup", "ext_us_per_step", "ext_gflops", "peak_gflops"):
+            assert float(r[key]) > 0, (key, r)
+        assert float(r["max_rel_err"]) < 1e-4, r  # same weights, fp32: outputs and gradients agree
+        if r["mode"] == "training":
+            assert float(r["base_saved_mb"]) > 0 and float(r["ext_saved_mb"]) > 0, r
+
+    assert (tmp_path / "speedup.png").stat().st_size > 0
+    md = (tmp_path / "results.md").read_text()
+    assert "geometric mean speedup" in md and "torch:" in md
+    assert "| lstm | training |" in proc.stdout
