@@ -78,12 +78,12 @@ def fwd_bwd(module, x, hx, dtype, device, cots=None, seed=1):
     """Outputs and grads (input, states, parameters), as float64 CPU tensors; cots are made once
     (rounded to `dtype`) and reused so every run sees the same cotangents."""
     module = module.to(device=device, dtype=dtype)
-    xi = x.to(device=device, dtype=dtype).requires_grad_()
+    xi = x.detach().to(device=device, dtype=dtype).requires_grad_()
     if isinstance(hx, tuple):
-        hxi = tuple(h.to(device=device, dtype=dtype).requires_grad_() for h in hx)
+        hxi = tuple(h.detach().to(device=device, dtype=dtype).requires_grad_() for h in hx)
         leaves = [xi, *hxi]
     else:
-        hxi = hx.to(device=device, dtype=dtype).requires_grad_()
+        hxi = hx.detach().to(device=device, dtype=dtype).requires_grad_()
         leaves = [xi, hxi]
     outs = _flat(module(xi, hxi))
     if cots is None:
@@ -162,7 +162,7 @@ def test_cells_low_precision(device, name, dtype):
 
     def run(mod, dt, dev):
         mod = copy.deepcopy(mod).to(device=dev, dtype=dt)
-        xi = x.to(dev, dt).requires_grad_()
+        xi = x.detach().to(dev, dt).requires_grad_()
         hxi = tuple(t.to(dev, dt) for t in hx) if isinstance(hx, tuple) else hx.to(dev, dt)
         out = _flat(mod(xi, hxi))
         (gx,) = torch.autograd.grad(sum(o.float().sum() for o in out), xi)
@@ -246,7 +246,7 @@ def test_cpu_cuda_parity_float64_packed():
     res = []
     for dev in ("cpu", "cuda"):
         mod = copy.deepcopy(ext).to(dev)
-        xi = x.to(dev).requires_grad_()
+        xi = x.detach().to(dev).requires_grad_()
         out, (h, c) = mod(pack_padded_sequence(xi, lengths, enforce_sorted=False))
         (out.data.sum() + h.pow(2).sum() + c.sum()).backward()
         res.append([out.data.detach().cpu(), h.detach().cpu(), c.detach().cpu(), xi.grad.cpu()]

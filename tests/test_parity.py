@@ -434,3 +434,54 @@ def test_cell_zero_size(device, name, batched, sizes):
         assert ext_grads[0].abs().sum() == 0
     else:  # the bias still drives the output
         assert ext_outs[0].abs().sum() > 0
+
+
+# ----------------------------------------------------------------- partial use of the outputs, layouts
+PARTIAL = [(m, p, u) for (m, p), i in zip(LAYER_CASES, LAYER_IDS)
+           for u in (("output", "h_n", "c_n") if m == "LSTM" else ("output", "h_n"))]
+
+
+@pytest.mark.parametrize("mode,proj,use", PARTIAL,
+                         ids=[f"{i}-{u}" for (m, p), i in zip(LAYER_CASES, LAYER_IDS)
+                              for u in (("output", "h_n", "c_n") if m == "LSTM" else ("output", "h_n"))])
+def test_grads_when_only_some_outputs_are_used(device, mode, proj, use):
+    """Unused outputs get no gradient (None) in backward; the rest must still match."""
+    kw = dict(num_layers=2, bidirectional=True, **({"proj_size": proj} if proj else {}))
+    ref, ext = make_layers(mode, device, I, H, **kw)
+    x = torch.randn(T, B, I, dtype=DT)
+    hx = make_hx(mode, 4, B, proj or H, H)
+    results = []
+    for mod, dev in ((ref, "cpu"), (ext, device)):
+        xi = _to_leaf(x, dev)
+        hxi = tuple(_to_leaf(h, dev) for h in hx) if isinstance(hx, tuple) else _to_leaf(hx, dev)
+        out, fin = mod(xi, hxi)
+        fin = fin if isinstance(fin, tuple) else (fin,)
+        picked = {"output": out, "h_n": fin[0], "c_n": fin[-1]}[use]
+        leaves = [xi, *(hxi if isinstance(hxi, tuple) else (hxi,)), *mod.parameters()]
+        grads = torch.autograd.grad(picked.pow(2).sum(), leaves, allow_unused=True)
+        results.append([torch.zeros_like(w).cpu() if g is None else g.cpu() for g, w in zip(grads, leaves)])
+    assert_all_close(results[1], results[0], f"grads ({use} only)")
+
+
+@pytest.mark.parametrize("mode,proj", LAYER_CASES, ids=LAYER_IDS)
+def test_noncontiguous_input_and_hx(device, mode, proj):
+    kw = dict(num_layers=2, bidirectional=True, **({"proj_size": proj} if proj else {}))
+    ref, ext = make_layers(mode, device, I, H, **kw)
+    x = torch.randn(B, T, I, dtype=DT).transpose(0, 1)  # (T, B, I), not contiguous
+    hx = make_hx(mode, 4, B, proj or H, H)
+    # (L*D, B, H) views of (B, L*D, H) storage
+    hx = tuple(h.transpose(0, 1).contiguous().transpose(0, 1) for h in hx) if isinstance(hx, tuple) else \
+        hx.transpose(0, 1).contiguous().transpose(0, 1)
+    assert not x.is_contiguous()
+
+    def run_nc(module, dev):
+        xi = x.detach().to(dev).requires_grad_()
+        hxi = tuple(h.to(dev) for h in hx) if isinstance(hx, tuple) else hx.to(dev)
+        assert not xi.is_contiguous()  # .to() preserves the strides
+        out, fin = module(xi, hxi)
+        fin = fin if isinstance(fin, tuple) else (fin,)
+        loss = out.sum() + sum(f.pow(2).sum() for f in fin)
+        grads = torch.autograd.grad(loss, [xi, *module.parameters()])
+        return [out.detach().cpu(), *(f.detach().cpu() for f in fin), *(g.cpu() for g in grads)]
+
+    assert_all_close(run_nc(ext, device), run_nc(ref, "cpu"), "non-contiguous")

@@ -2,16 +2,29 @@
 // step, no per-gate temporaries. The recurrence driver (csrc/recurrence.cpp)
 // does the GEMMs; these functions do everything between them.
 //
-// Rows are split across threads with at::parallel_for; the inner loop over
-// hidden units is written so the compiler can vectorise the loads/stores.
+// Rows are split across threads with at::parallel_for. The inner loop runs
+// over hidden units, so every gate is a contiguous stream; float32 uses
+// branch-free exp/tanh below that GCC vectorises, and the row functions are
+// built twice (AVX2+FMA and baseline x86-64) with the CPU picked at load time.
 #include <ATen/Parallel.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <stdexcept>
+#include <type_traits>
+#include <vector>
 
 #include "common/cell_steps.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define RNN_EXT_CLONES __attribute__((target_clones("avx2,fma", "default")))
+#else
+#define RNN_EXT_CLONES
+#endif
+#define RNN_EXT_INLINE inline __attribute__((always_inline))
 
 namespace rnn_ext {
 namespace {
@@ -19,7 +32,43 @@ namespace {
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 
-template <typename A> inline A sigmoid(A x) { return A(1) / (A(1) + std::exp(-x)); }
+// ---- float32 math: Cephes-style polynomials, ~1-2 ulp, NaN in -> NaN out.
+RNN_EXT_INLINE float exp_f32(float x) {
+  x = x > 88.3762626647949f ? 88.3762626647949f : x;  // comparisons keep NaN
+  x = x < -88.3762626647949f ? -88.3762626647949f : x;
+  float fx = std::floor(x * 1.44269504088896341f + 0.5f);
+  float z = x - fx * 0.693359375f + fx * 2.12194440e-4f;
+  float y = 1.9875691500E-4f;
+  y = y * z + 1.3981999507E-3f;
+  y = y * z + 8.3333452709E-3f;
+  y = y * z + 4.1665795894E-2f;
+  y = y * z + 1.6666665459E-1f;
+  y = y * z + 5.0000001201E-1f;
+  y = y * z * z + z + 1.0f;
+  int32_t n = static_cast<int32_t>(fx);
+  n = (n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &n, sizeof(scale));
+  return y * scale;
+}
+RNN_EXT_INLINE float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+RNN_EXT_INLINE float tanh_f(float x) {
+  float ax = std::fabs(x);
+  float z = x * x;  // small |x|: odd polynomial, accurate near 0
+  float p = -5.70498872745E-3f;
+  p = p * z + 2.06390887954E-2f;
+  p = p * z - 5.37397155531E-2f;
+  p = p * z + 1.33314422036E-1f;
+  p = p * z - 3.33332819422E-1f;
+  float small = p * z * x + x;
+  float large = 1.0f - 2.0f / (exp_f32(2.0f * ax) + 1.0f);  // |x| >= 0.625
+  large = std::copysign(large, x);
+  return ax < 0.625f ? small : large;
+}
+RNN_EXT_INLINE float sigmoid_(float x) { return sigmoid_f(x); }
+RNN_EXT_INLINE float tanh_(float x) { return tanh_f(x); }
+RNN_EXT_INLINE double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+RNN_EXT_INLINE double tanh_(double x) { return std::tanh(x); }
 
 // Enough rows per task that tiny steps (B=1) stay on one thread.
 inline int64_t grain_rows(int64_t hidden, int64_t gates) {
@@ -38,187 +87,223 @@ void dispatch(DType dtype, F&& f) {
   }
 }
 
-template <typename T, typename A>
-inline A bias_at(const T* b, int64_t k) { return b ? static_cast<A>(b[k]) : A(0); }
+// Optional pointers become compile-time flags, so the inner loops have no
+// branches and vectorise: f(std::true_type/false_type, ...).
+template <typename F>
+RNN_EXT_INLINE void with_flags(bool a, bool b, F&& f) {
+  if (a && b) f(std::true_type{}, std::true_type{});
+  else if (a) f(std::true_type{}, std::false_type{});
+  else if (b) f(std::false_type{}, std::true_type{});
+  else f(std::false_type{}, std::false_type{});
+}
 
+// Absent biases read as zeros (one small buffer per call, only without bias).
 template <typename T>
-void lstm_fwd(const LstmForwardStep& s) {
+struct Biases {
+  std::vector<T> zeros;
+  const T* ih;
+  const T* hh;
+  Biases(const void* b_ih, const void* b_hh, int64_t G)
+      : ih(static_cast<const T*>(b_ih)), hh(static_cast<const T*>(b_hh)) {
+    if (!ih || !hh) zeros.assign(static_cast<size_t>(G), T(0));
+    if (!ih) ih = zeros.data();
+    if (!hh) hh = zeros.data();
+  }
+};
+
+// Runs rows [r0, r1) of `rows_fn` on threads; float32 goes through the
+// AVX2/baseline clones.
+#define RNN_EXT_ROWS(name, Struct, gates)                                                   \
+  RNN_EXT_CLONES void name##_rows_f32(const Struct& s, const void* bi, const void* bh,     \
+                                      int64_t r0, int64_t r1) {                            \
+    name##_rows<float>(s, static_cast<const float*>(bi), static_cast<const float*>(bh), r0, r1); \
+  }                                                                                         \
+  template <typename T>                                                                     \
+  void name(const Struct& s) {                                                              \
+    Biases<T> b(bias_ih_of(s), bias_hh_of(s), (gates) * s.hidden);                          \
+    at::parallel_for(0, s.rows, grain_rows(s.hidden, gates), [&](int64_t r0, int64_t r1) { \
+      if constexpr (std::is_same_v<T, float>) name##_rows_f32(s, b.ih, b.hh, r0, r1);       \
+      else name##_rows<T>(s, b.ih, b.hh, r0, r1);                                           \
+    });                                                                                     \
+  }
+
+template <typename S> const void* bias_ih_of(const S& s) { return s.b_ih; }
+template <typename S> const void* bias_hh_of(const S& s) { return s.b_hh; }
+// Backward steps have no biases: hand them a non-null dummy.
+const void* bias_ih_of(const LstmBackwardStep&) { return nullptr; }
+const void* bias_hh_of(const LstmBackwardStep&) { return nullptr; }
+const void* bias_ih_of(const GruBackwardStep&) { return nullptr; }
+const void* bias_hh_of(const GruBackwardStep&) { return nullptr; }
+const void* bias_ih_of(const RnnBackwardStep&) { return nullptr; }
+const void* bias_hh_of(const RnnBackwardStep&) { return nullptr; }
+
+// ---------------------------------------------------------------- LSTM
+template <typename T>
+RNN_EXT_INLINE void lstm_fwd_rows(const LstmForwardStep& s, const T* bi, const T* bh, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden, G = 4 * H;
-  const T* xg = static_cast<const T*>(s.x_gates);
-  const T* hg = static_cast<const T*>(s.h_gates);
-  const T* bi = static_cast<const T*>(s.b_ih);
-  const T* bh = static_cast<const T*>(s.b_hh);
-  A* cs = static_cast<A*>(s.c_state);
-  T* ho = static_cast<T*>(s.h_out);
-  T* hs = static_cast<T*>(s.h_state);
-  A* ws = static_cast<A*>(s.workspace);
-  at::parallel_for(0, s.rows, grain_rows(H, 4), [&](int64_t r0, int64_t r1) {
+  with_flags(s.h_state != nullptr, s.workspace != nullptr, [&](auto has_state, auto has_ws) {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* x = xg + r * G;
-      const T* h = hg + r * G;
-      A* c = cs + r * H;
-      T* out = ho + r * s.h_out_stride;
-      A* w = ws ? ws + r * 5 * H : nullptr;
+      const T* __restrict x = static_cast<const T*>(s.x_gates) + r * G;
+      const T* __restrict h = static_cast<const T*>(s.h_gates) + r * G;
+      A* __restrict c = static_cast<A*>(s.c_state) + r * H;
+      T* __restrict out = static_cast<T*>(s.h_out) + r * s.h_out_stride;
+      T* __restrict hs = has_state ? static_cast<T*>(s.h_state) + r * H : nullptr;
+      A* __restrict w = has_ws ? static_cast<A*>(s.workspace) + r * 5 * H : nullptr;
       for (int64_t j = 0; j < H; ++j) {
-        A pi = A(x[j]) + A(h[j]) + bias_at<T, A>(bi, j) + bias_at<T, A>(bh, j);
-        A pf = A(x[H + j]) + A(h[H + j]) + bias_at<T, A>(bi, H + j) + bias_at<T, A>(bh, H + j);
-        A pg = A(x[2 * H + j]) + A(h[2 * H + j]) + bias_at<T, A>(bi, 2 * H + j) + bias_at<T, A>(bh, 2 * H + j);
-        A po = A(x[3 * H + j]) + A(h[3 * H + j]) + bias_at<T, A>(bi, 3 * H + j) + bias_at<T, A>(bh, 3 * H + j);
-        A i = sigmoid(pi), f = sigmoid(pf), g = std::tanh(pg), o = sigmoid(po);
+        A i = sigmoid_(A(x[j]) + A(h[j]) + A(bi[j]) + A(bh[j]));
+        A f = sigmoid_(A(x[H + j]) + A(h[H + j]) + A(bi[H + j]) + A(bh[H + j]));
+        A g = tanh_(A(x[2 * H + j]) + A(h[2 * H + j]) + A(bi[2 * H + j]) + A(bh[2 * H + j]));
+        A o = sigmoid_(A(x[3 * H + j]) + A(h[3 * H + j]) + A(bi[3 * H + j]) + A(bh[3 * H + j]));
         A cn = f * c[j] + i * g;
-        A hn = o * std::tanh(cn);
+        A hn = o * tanh_(cn);
         c[j] = cn;
         out[j] = static_cast<T>(hn);
-        if (hs) hs[r * H + j] = static_cast<T>(hn);
-        if (w) {
+        if constexpr (has_state) hs[j] = static_cast<T>(hn);
+        if constexpr (has_ws) {
           w[j] = i; w[H + j] = f; w[2 * H + j] = g; w[3 * H + j] = o; w[4 * H + j] = cn;
         }
       }
     }
   });
 }
+RNN_EXT_ROWS(lstm_fwd, LstmForwardStep, 4)
 
 template <typename T>
-void lstm_bwd(const LstmBackwardStep& s) {
+RNN_EXT_INLINE void lstm_bwd_rows(const LstmBackwardStep& s, const T*, const T*, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  const T* ga = static_cast<const T*>(s.grad_h_a);
-  const T* gb = static_cast<const T*>(s.grad_h_b);
-  const A* ws = static_cast<const A*>(s.workspace);
-  const A* cp = static_cast<const A*>(s.c_prev);
-  A* dcs = static_cast<A*>(s.grad_c_state);
-  T* dg = static_cast<T*>(s.grad_gates);
-  at::parallel_for(0, s.rows, grain_rows(H, 4), [&](int64_t r0, int64_t r1) {
+  with_flags(s.grad_h_b != nullptr, true, [&](auto has_b, auto) {
     for (int64_t r = r0; r < r1; ++r) {
-      const A* w = ws + r * 5 * H;
-      T* d = dg + r * 4 * H;
+      const T* __restrict ga = static_cast<const T*>(s.grad_h_a) + r * H;
+      const T* __restrict gb = has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr;
+      const A* __restrict w = static_cast<const A*>(s.workspace) + r * 5 * H;
+      const A* __restrict cp = static_cast<const A*>(s.c_prev) + r * s.c_prev_stride;
+      A* __restrict dcs = static_cast<A*>(s.grad_c_state) + r * H;
+      T* __restrict d = static_cast<T*>(s.grad_gates) + r * 4 * H;
       for (int64_t j = 0; j < H; ++j) {
-        A dh = A(ga[r * H + j]) + (gb ? A(gb[r * H + j]) : A(0));
+        A dh = A(ga[j]);
+        if constexpr (has_b) dh += A(gb[j]);
         A i = w[j], f = w[H + j], g = w[2 * H + j], o = w[3 * H + j], c = w[4 * H + j];
-        A tc = std::tanh(c);
-        A dc = dcs[r * H + j] + dh * o * (A(1) - tc * tc);
-        A c_prev = cp[r * s.c_prev_stride + j];
+        A tc = tanh_(c);
+        A dc = dcs[j] + dh * o * (A(1) - tc * tc);
         d[j] = static_cast<T>(dc * g * i * (A(1) - i));
-        d[H + j] = static_cast<T>(dc * c_prev * f * (A(1) - f));
+        d[H + j] = static_cast<T>(dc * cp[j] * f * (A(1) - f));
         d[2 * H + j] = static_cast<T>(dc * i * (A(1) - g * g));
         d[3 * H + j] = static_cast<T>(dh * tc * o * (A(1) - o));
-        dcs[r * H + j] = dc * f;
+        dcs[j] = dc * f;
       }
     }
   });
 }
+RNN_EXT_ROWS(lstm_bwd, LstmBackwardStep, 4)
 
+// ---------------------------------------------------------------- GRU
 template <typename T>
-void gru_fwd(const GruForwardStep& s) {
+RNN_EXT_INLINE void gru_fwd_rows(const GruForwardStep& s, const T* bi, const T* bh, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden, G = 3 * H;
-  const T* xg = static_cast<const T*>(s.x_gates);
-  const T* hg = static_cast<const T*>(s.h_gates);
-  const T* bi = static_cast<const T*>(s.b_ih);
-  const T* bh = static_cast<const T*>(s.b_hh);
-  T* hs = static_cast<T*>(s.h_state);
-  T* ho = static_cast<T*>(s.h_out);
-  A* ws = static_cast<A*>(s.workspace);
-  at::parallel_for(0, s.rows, grain_rows(H, 3), [&](int64_t r0, int64_t r1) {
+  with_flags(s.workspace != nullptr, true, [&](auto has_ws, auto) {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* x = xg + r * G;
-      const T* h = hg + r * G;
-      A* w = ws ? ws + r * 4 * H : nullptr;
+      const T* __restrict x = static_cast<const T*>(s.x_gates) + r * G;
+      const T* __restrict h = static_cast<const T*>(s.h_gates) + r * G;
+      T* hs = static_cast<T*>(s.h_state) + r * H;  // read h_{t-1}, write h_t
+      T* __restrict out = static_cast<T*>(s.h_out) + r * H;
+      A* __restrict w = has_ws ? static_cast<A*>(s.workspace) + r * 4 * H : nullptr;
       for (int64_t j = 0; j < H; ++j) {
-        A rg = sigmoid(A(x[j]) + bias_at<T, A>(bi, j) + A(h[j]) + bias_at<T, A>(bh, j));
-        A zg = sigmoid(A(x[H + j]) + bias_at<T, A>(bi, H + j) + A(h[H + j]) + bias_at<T, A>(bh, H + j));
-        A hn = A(h[2 * H + j]) + bias_at<T, A>(bh, 2 * H + j);
-        A n = std::tanh(A(x[2 * H + j]) + bias_at<T, A>(bi, 2 * H + j) + rg * hn);
-        A hp = A(hs[r * H + j]);
-        A hnew = n + zg * (hp - n);
-        hs[r * H + j] = static_cast<T>(hnew);
-        ho[r * H + j] = static_cast<T>(hnew);
-        if (w) { w[j] = rg; w[H + j] = zg; w[2 * H + j] = n; w[3 * H + j] = hn; }
+        A rg = sigmoid_(A(x[j]) + A(bi[j]) + A(h[j]) + A(bh[j]));
+        A zg = sigmoid_(A(x[H + j]) + A(bi[H + j]) + A(h[H + j]) + A(bh[H + j]));
+        A hn = A(h[2 * H + j]) + A(bh[2 * H + j]);
+        A n = tanh_(A(x[2 * H + j]) + A(bi[2 * H + j]) + rg * hn);
+        A hnew = n + zg * (A(hs[j]) - n);
+        hs[j] = static_cast<T>(hnew);
+        out[j] = static_cast<T>(hnew);
+        if constexpr (has_ws) { w[j] = rg; w[H + j] = zg; w[2 * H + j] = n; w[3 * H + j] = hn; }
       }
     }
   });
 }
+RNN_EXT_ROWS(gru_fwd, GruForwardStep, 3)
 
 template <typename T>
-void gru_bwd(const GruBackwardStep& s) {
+RNN_EXT_INLINE void gru_bwd_rows(const GruBackwardStep& s, const T*, const T*, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  const T* ga = static_cast<const T*>(s.grad_h_a);
-  const T* gb = static_cast<const T*>(s.grad_h_b);
-  const T* hp = static_cast<const T*>(s.h_prev);
-  const A* ws = static_cast<const A*>(s.workspace);
-  T* di = static_cast<T*>(s.grad_gates_ih);
-  T* dhh = static_cast<T*>(s.grad_gates_hh);
-  T* dprev = static_cast<T*>(s.grad_h_prev);
-  at::parallel_for(0, s.rows, grain_rows(H, 3), [&](int64_t r0, int64_t r1) {
+  with_flags(s.grad_h_b != nullptr, true, [&](auto has_b, auto) {
     for (int64_t r = r0; r < r1; ++r) {
-      const A* w = ws + r * 4 * H;
+      const T* __restrict ga = static_cast<const T*>(s.grad_h_a) + r * H;
+      const T* gb = has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr;  // may alias dprev
+      const T* __restrict hp = static_cast<const T*>(s.h_prev) + r * H;
+      const A* __restrict w = static_cast<const A*>(s.workspace) + r * 4 * H;
+      T* __restrict di = static_cast<T*>(s.grad_gates_ih) + r * 3 * H;
+      T* __restrict dhh = static_cast<T*>(s.grad_gates_hh) + r * 3 * H;
+      T* dprev = static_cast<T*>(s.grad_h_prev) + r * H;
       for (int64_t j = 0; j < H; ++j) {
-        A dh = A(ga[r * H + j]) + (gb ? A(gb[r * H + j]) : A(0));
+        A dh = A(ga[j]);
+        if constexpr (has_b) dh += A(gb[j]);
         A rg = w[j], zg = w[H + j], n = w[2 * H + j], hn = w[3 * H + j];
         A dn_pre = dh * (A(1) - zg) * (A(1) - n * n);
-        A dz_pre = dh * (A(hp[r * H + j]) - n) * zg * (A(1) - zg);
+        A dz_pre = dh * (A(hp[j]) - n) * zg * (A(1) - zg);
         A dr_pre = dn_pre * hn * rg * (A(1) - rg);
-        int64_t o = r * 3 * H;
-        di[o + j] = static_cast<T>(dr_pre);
-        di[o + H + j] = static_cast<T>(dz_pre);
-        di[o + 2 * H + j] = static_cast<T>(dn_pre);
-        dhh[o + j] = static_cast<T>(dr_pre);
-        dhh[o + H + j] = static_cast<T>(dz_pre);
-        dhh[o + 2 * H + j] = static_cast<T>(dn_pre * rg);
-        dprev[r * H + j] = static_cast<T>(dh * zg);
+        di[j] = static_cast<T>(dr_pre);
+        di[H + j] = static_cast<T>(dz_pre);
+        di[2 * H + j] = static_cast<T>(dn_pre);
+        dhh[j] = static_cast<T>(dr_pre);
+        dhh[H + j] = static_cast<T>(dz_pre);
+        dhh[2 * H + j] = static_cast<T>(dn_pre * rg);
+        dprev[j] = static_cast<T>(dh * zg);
       }
     }
   });
 }
+RNN_EXT_ROWS(gru_bwd, GruBackwardStep, 3)
 
+// ---------------------------------------------------------------- RNN
 template <typename T>
-void rnn_fwd(const RnnForwardStep& s) {
+RNN_EXT_INLINE void rnn_fwd_rows(const RnnForwardStep& s, const T* bi, const T* bh, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  const T* xg = static_cast<const T*>(s.x_gates);
-  const T* hg = static_cast<const T*>(s.h_gates);
-  const T* bi = static_cast<const T*>(s.b_ih);
-  const T* bh = static_cast<const T*>(s.b_hh);
-  T* hs = static_cast<T*>(s.h_state);
-  T* ho = static_cast<T*>(s.h_out);
-  const bool relu = s.relu;
-  at::parallel_for(0, s.rows, grain_rows(H, 1), [&](int64_t r0, int64_t r1) {
+  with_flags(s.relu, true, [&](auto relu, auto) {
     for (int64_t r = r0; r < r1; ++r) {
+      const T* __restrict x = static_cast<const T*>(s.x_gates) + r * H;
+      const T* __restrict h = static_cast<const T*>(s.h_gates) + r * H;
+      T* __restrict hs = static_cast<T*>(s.h_state) + r * H;
+      T* __restrict out = static_cast<T*>(s.h_out) + r * H;
       for (int64_t j = 0; j < H; ++j) {
-        int64_t k = r * H + j;
-        A pre = A(xg[k]) + A(hg[k]) + bias_at<T, A>(bi, j) + bias_at<T, A>(bh, j);
-        // relu keeps NaN (pre > 0 is false for NaN, so test for "negative" instead)
-        A h = relu ? (pre < A(0) ? A(0) : pre) : std::tanh(pre);
-        hs[k] = static_cast<T>(h);
-        ho[k] = static_cast<T>(h);
+        A pre = A(x[j]) + A(h[j]) + A(bi[j]) + A(bh[j]);
+        A v;
+        if constexpr (relu) v = pre < A(0) ? A(0) : pre;  // keeps NaN, as torch.relu
+        else v = tanh_(pre);
+        hs[j] = static_cast<T>(v);
+        out[j] = static_cast<T>(v);
       }
     }
   });
 }
+RNN_EXT_ROWS(rnn_fwd, RnnForwardStep, 1)
 
 template <typename T>
-void rnn_bwd(const RnnBackwardStep& s) {
+RNN_EXT_INLINE void rnn_bwd_rows(const RnnBackwardStep& s, const T*, const T*, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  const T* ga = static_cast<const T*>(s.grad_h_a);
-  const T* gb = static_cast<const T*>(s.grad_h_b);
-  const T* y = static_cast<const T*>(s.h_out);
-  T* dg = static_cast<T*>(s.grad_gates);
-  const bool relu = s.relu;
-  at::parallel_for(0, s.rows, grain_rows(H, 1), [&](int64_t r0, int64_t r1) {
+  with_flags(s.relu, s.grad_h_b != nullptr, [&](auto relu, auto has_b) {
     for (int64_t r = r0; r < r1; ++r) {
+      const T* __restrict ga = static_cast<const T*>(s.grad_h_a) + r * H;
+      const T* __restrict gb = has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr;
+      const T* __restrict y = static_cast<const T*>(s.h_out) + r * H;
+      T* __restrict dg = static_cast<T*>(s.grad_gates) + r * H;
       for (int64_t j = 0; j < H; ++j) {
-        int64_t k = r * H + j;
-        A dh = A(ga[k]) + (gb ? A(gb[k]) : A(0));
-        A yv = A(y[k]);
+        A dh = A(ga[j]);
+        if constexpr (has_b) dh += A(gb[j]);
+        A yv = A(y[j]);
         // relu' as torch's threshold_backward: zero only where y <= 0 (NaN passes)
-        dg[k] = static_cast<T>(relu ? (yv <= A(0) ? A(0) : dh) : dh * (A(1) - yv * yv));
+        if constexpr (relu) dg[j] = static_cast<T>(yv <= A(0) ? A(0) : dh);
+        else dg[j] = static_cast<T>(dh * (A(1) - yv * yv));
       }
     }
   });
 }
+RNN_EXT_ROWS(rnn_bwd, RnnBackwardStep, 1)
 
 }  // namespace
 
