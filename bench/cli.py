@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     grid = GRIDS[args.grid]
     if args.budget is not None:
-        grid = type(grid)(**{**grid.__dict__, "budget_s": args.budget})
+        grid = dataclasses.replace(grid, budget_s=args.budget)
     device = args.device or grid.device
     cells = args.cells or list(grid.cells)
     out = args.out or RESULTS / f"{grid.name}-{device}"

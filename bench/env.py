@@ -67,7 +67,7 @@ def collect(grid: str, device: str) -> dict:
         "oneDNN (mkldnn) enabled": torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled,
     }
     busy = os.getloadavg()[0]
-    if busy > 0.5:
+    if busy > max(0.5, 0.1 * (os.cpu_count() or 1)):
         env["warning"] = (f"load average {busy:.1f} on {os.cpu_count()} CPUs before the run: other processes are busy, "
                           "timings will be noisy (use a quiet machine; --threads 1 suffers least from contention)")
     if device == "cuda":

@@ -49,7 +49,7 @@ def speedup_png(rows: list[dict], path: Path, title: str) -> None:
         ax.set_xticklabels([f"T{p.T} B{p.B}\nI{p.I} H{p.H}\n{p.dtype}" for p in points], fontsize=8)
         ax.set_ylabel("speedup over torch.nn")
         ax.set_title(mode)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -38,20 +38,20 @@ def _pair(a, b, fmt=".1f") -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     gpu = any(r["device"] == "cuda" for r in rows)
-    mem_head = "peak MB nn / ext" if gpu else "saved MB nn / ext"
     head = ["cell", "mode", "T", "B", "I", "H", "dtype", "baseline", "nn ms (IQR)", "rnn_ext ms (IQR)", "speedup",
-            "µs/step", "GFLOP/s", "% peak", mem_head, "max rel err"]
+            "µs/step", "GFLOP/s", "% peak", "saved MB nn / ext"] + (["peak MB nn / ext"] if gpu else []) + \
+        ["max rel err"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         if r["status"] != "ok":
             cells = [r["cell"], r["mode"], r["T"], r["B"], r["I"], r["H"], r["dtype"], r["baseline"],
                      r["status"].replace("|", "/")] + [""] * (len(head) - 9)
         else:
-            mem = _pair(r["base_peak_mem_mb"], r["ext_peak_mem_mb"]) if gpu else \
-                _pair(r["base_saved_mb"], r["ext_saved_mb"], ".2f")
+            mem = [_pair(r["base_saved_mb"], r["ext_saved_mb"], ".2f")] + \
+                ([_pair(r["base_peak_mem_mb"], r["ext_peak_mem_mb"])] if gpu else [])
             cells = [r["cell"], r["mode"], r["T"], r["B"], r["I"], r["H"], r["dtype"], r["baseline"],
                      _ms(r, "base"), _ms(r, "ext"), f"**{r['speedup']:.2f}x**", _f(r["ext_us_per_step"], ".1f"),
-                     _f(r["ext_gflops"], ".1f"), _f(r["ext_pct_peak"], ".1f"), mem, _f(r["max_rel_err"], ".1e")]
+                     _f(r["ext_gflops"], ".1f"), _f(r["ext_pct_peak"], ".1f"), *mem, _f(r["max_rel_err"], ".1e")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 
@@ -77,6 +77,10 @@ def summary_lines(rows: list[dict]) -> list[str]:
         out.append(f"- min speedup: **{worst['speedup']:.2f}x** ({worst['cell']} {worst['mode']} {_label(worst)})")
         slower = [r for r in ok if r["speedup"] < 1.0]
         out.append(f"- points where rnn_ext is slower than torch.nn: {len(slower)} of {len(ok)}")
+    warned = [r for r in rows if r.get("warnings")]
+    if warned:
+        out.append(f"- points that raised warnings: {len(warned)} (see the warnings column of results.csv): "
+                   + "; ".join(dict.fromkeys(r["warnings"] for r in warned))[:500])
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         out.append(f"- points that failed: {len(failed)} (see the status column)")
@@ -93,10 +97,11 @@ def write_csv(rows: list[dict], path: Path) -> None:
 
 
 def write_markdown(env: dict, peaks: dict[str, float], rows: list[dict], path: Path, elapsed_s: float) -> str:
-    mem_note = ("peak MB: torch.cuda.max_memory_allocated during one call, above what was allocated before it"
-                if env["device"] == "cuda" else
-                "saved MB: unique storages saved for backward by one training forward, parameters and inputs"
+    mem_note = ("saved MB: unique storages saved for backward by one training forward, parameters and inputs"
                 " excluded (torch.autograd.graph.saved_tensors_hooks)")
+    if env["device"] == "cuda":
+        mem_note += ("; peak MB: torch.cuda.max_memory_allocated during one call, above what was allocated"
+                     " before it")
     text = "\n".join([
         f"# rnn_ext benchmark: grid {env['grid']} on {env['device']}",
         "",

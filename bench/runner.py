@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 from typing import Optional
 
 import torch
@@ -15,7 +16,7 @@ COLUMNS = [
     "base_ms", "base_q25_ms", "base_q75_ms", "base_min_ms", "base_max_ms", "base_n",
     "ext_ms", "ext_q25_ms", "ext_q75_ms", "ext_min_ms", "ext_max_ms", "ext_n",
     "speedup", "ext_us_per_step", "gflop", "ext_gflops", "base_gflops", "peak_gflops", "ext_pct_peak",
-    "base_saved_mb", "ext_saved_mb", "base_peak_mem_mb", "ext_peak_mem_mb", "max_rel_err", "status",
+    "base_saved_mb", "ext_saved_mb", "base_peak_mem_mb", "ext_peak_mem_mb", "max_rel_err", "status", "warnings",
 ]
 
 _MB = 2.0 ** 20
@@ -26,6 +27,16 @@ def _mb(nbytes: Optional[int]) -> Optional[float]:
 
 
 def run_point(cell: str, mode: str, p: Point, device: str, grid: Grid, peak_gflops: float) -> dict:
+    """One row; Python and torch (TORCH_WARN) warnings raised meanwhile go to its `warnings` column."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        row = _run_point(cell, mode, p, device, grid, peak_gflops)
+    msgs = dict.fromkeys(f"{w.category.__name__}: {str(w.message).splitlines()[0][:200]}" for w in caught)
+    row["warnings"] = " | ".join(msgs) or None
+    return row
+
+
+def _run_point(cell: str, mode: str, p: Point, device: str, grid: Grid, peak_gflops: float) -> dict:
     training = mode == "training"
     row = dict.fromkeys(COLUMNS)
     row.update(cell=cell, mode=mode, T=p.T, B=p.B, I=p.I, H=p.H, dtype=p.dtype, device=device,

@@ -32,7 +32,14 @@ def make_pair(cell: str, p: Point, device: str, seed: int = 0) -> tuple[nn.Modul
     ext = _EXT[cell](p.I, p.H)
     ext.load_state_dict(base.state_dict())
     dtype = getattr(torch, p.dtype)
-    return base.to(device=device, dtype=dtype), ext.to(device=device, dtype=dtype)
+    base, ext = base.to(device=device, dtype=dtype), ext.to(device=device, dtype=dtype)
+    # .to() leaves torch.nn's weights in separate tensors; without this cuDNN
+    # warns and compacts them into one buffer on every call. (In bfloat16 torch
+    # refuses to flatten, cudnn.is_acceptable rejects bf16, so nn.LSTM/GRU/RNN
+    # compact every call there: that is stock torch.nn behaviour, recorded in
+    # the warnings column.)
+    base.flatten_parameters()
+    return base, ext
 
 
 @dataclass

@@ -171,7 +171,8 @@ Tensor bias_grad(const Tensor& d_gates, at::ScalarType dtype) {
   return at::sum(d_gates, {0}, false, acc_type(dtype)).to(dtype);
 }
 
-Tensor mat(const Tensor& t, int64_t cols) { return t.reshape({-1, cols}).contiguous(); }
+// (rows, cols) view of a (..., cols) tensor; explicit rows so cols == 0 works.
+Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows, cols}).contiguous(); }
 
 std::vector<int64_t> out_shape(const Tensor& x, int64_t cols) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
@@ -208,7 +209,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
   const Kernels k = kernels_for(input);
 
-  Tensor x_gates = at::mm(mat(input, I), w_ih.t());  // (N, 4H), all steps at once
+  Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());  // (N, 4H), all steps at once
   Tensor y = at::empty({s.N, Hout}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor c_state = c0.to(acc).contiguous().clone();
@@ -266,7 +267,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   check_shape(op, "grad_c_n", grad_c_n, {B, H});
   const Kernels k = kernels_for(input);
 
-  const Tensor x2d = mat(input, I), y2d = mat(output, Hout), gy = mat(grad_output, Hout);
+  const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, Hout), gy = mat(grad_output, s.N, Hout);
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
   Tensor d_gates = at::empty({s.N, G}, input.options());
@@ -351,7 +352,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
   const Kernels k = kernels_for(input);
 
-  Tensor x_gates = at::mm(mat(input, I), w_ih.t());
+  Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
   Tensor y = at::empty({s.N, H}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
@@ -396,8 +397,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   check_shape(op, "grad_h_n", grad_h_n, {B, H});
   const Kernels k = kernels_for(input);
 
-  const Tensor x2d = mat(input, I), gy = mat(grad_output, H);
-  const Tensor h_prev = previous_hidden(s, mat(output, H), h0.contiguous());
+  const Tensor x2d = mat(input, s.N, I), gy = mat(grad_output, s.N, H);
+  const Tensor h_prev = previous_hidden(s, mat(output, s.N, H), h0.contiguous());
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dg_ih = at::empty({s.N, G}, input.options());
   Tensor dg_hh = at::empty({s.N, G}, input.options());
@@ -449,7 +450,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
   const auto dtype = input.scalar_type();
   const Kernels k = kernels_for(input);
 
-  Tensor x_gates = at::mm(mat(input, I), w_ih.t());
+  Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
   Tensor y = at::empty({s.N, H}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, H}, input.options());
@@ -490,7 +491,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   check_shape(op, "grad_h_n", grad_h_n, {B, H});
   const Kernels k = kernels_for(input);
 
-  const Tensor x2d = mat(input, I), y2d = mat(output, H), gy = mat(grad_output, H);
+  const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, H), gy = mat(grad_output, s.N, H);
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor d_gates = at::empty({s.N, H}, input.options());
   for (int64_t step = s.T - 1; step >= 0; --step) {

@@ -9,7 +9,11 @@ Every example takes the same core flags:
     --seed N                  seeds Python, NumPy and torch
     --out DIR                 where PNGs go (default examples/out/)
     --quick                   a few-second smoke run for CI
-    --threads N               torch.set_num_threads (default: torch's choice)
+    --threads N               torch.set_num_threads (default 1, see below)
+
+`--threads` defaults to 1: these models are small (matrices of 64-256 rows),
+and on a shared 2-core machine a second OpenMP thread mostly waits at
+barriers; we measured 10x slowdowns with 2 threads under load.
 
 `--impl` only swaps the module classes: rnn_ext.LSTM/GRU/RNN/...Cell take
 exactly torch.nn's arguments, hold the same parameters and initialise them
@@ -60,7 +64,8 @@ def make_parser(description: str, *, cell: str = "gru", seed: int = 0) -> argpar
     p.add_argument("--seed", type=int, default=seed, help="random seed")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the PNGs")
     p.add_argument("--quick", action="store_true", help="tiny run for CI (a few seconds)")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads; 0 keeps torch's default (one per core)")
     return p
 
 
@@ -120,9 +125,12 @@ def progress(iterable: Optional[Iterable] = None, **kwargs):
 
 def say(msg: str) -> None:
     """print() that does not tear an active tqdm bar."""
-    from tqdm.auto import tqdm
+    if sys.stderr.isatty():
+        from tqdm.auto import tqdm
 
-    tqdm.write(msg, file=sys.stdout)
+        tqdm.write(msg, file=sys.stdout)
+    else:
+        print(msg)
     sys.stdout.flush()
 
 

@@ -97,7 +97,9 @@ def best_per_character_accuracy(source: str, target: str) -> tuple[float, dict[s
 
 
 def main() -> None:
-    p = common.make_parser(__doc__.splitlines()[0], cell="rnn", seed=0)
+    # seed 2: the 5-unit lecture model reaches "ihello" with every cell; some seeds
+    # (e.g. 0 with --cell rnn) settle in a local minimum such as "ilello".
+    p = common.make_parser(__doc__.splitlines()[0], cell="rnn", seed=2)
     p.add_argument("--exercise", choices=["12-1", "12-2", "12-3"], default=None,
                    help="12-1 softmax classifier, 12-2 RNN+Linear, 12-3 Embedding+RNN+Linear")
     p.add_argument("--epochs", type=int, default=None, help="default 100 (the lecture), 40 with --quick")

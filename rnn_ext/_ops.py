@@ -208,3 +208,22 @@ def _rnn_backward(ctx, grad_y, grad_h):
 torch.library.register_autograd("rnn_ext::lstm_forward", _lstm_backward, setup_context=_lstm_setup)
 torch.library.register_autograd("rnn_ext::gru_forward", _gru_backward, setup_context=_gru_setup)
 torch.library.register_autograd("rnn_ext::rnn_forward", _rnn_backward, setup_context=_rnn_setup)
+
+
+# The *_backward ops are not differentiable themselves (double backward goes
+# through the reference recompute above). Registering an autograd formula that
+# raises keeps the error loud instead of returning a silently partial graph.
+def _not_differentiable(name):
+    def backward(ctx, *grads):
+        raise RuntimeError(
+            f"rnn_ext::{name} is not differentiable; for double backward call backward through the "
+            "forward op (rnn_ext modules or rnn_ext._ops.*_layer) with create_graph=True")
+
+    def setup(ctx, inputs, output):
+        pass
+
+    torch.library.register_autograd(f"rnn_ext::{name}", backward, setup_context=setup)
+
+
+for _name in ("lstm_backward", "gru_backward", "rnn_backward"):
+    _not_differentiable(_name)

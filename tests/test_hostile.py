@@ -18,6 +18,7 @@ Non-contiguous and expanded inputs/hx are additionally checked in-process agains
 torch.nn below (the modules make them contiguous before reaching C++).
 """
 import os
+import signal
 import subprocess
 import sys
 
@@ -205,7 +206,23 @@ for _n in LAYERS:
         if lstm:
             case("LSTM-hx-c-shape", "nn")(lambda L: L.LSTM(3, 4)(
                 torch.randn(5, 2, 3), (torch.randn(1, 2, 4), torch.randn(1, 2, 5))))
-            case("LSTM-hx-three-states", "nn")(lambda L: L.LSTM(3, 4)(torch.randn(5, 2, 3), _hx("GRU", 3, 1, 2, 4)))
+            case("LSTM-hx-three-states", "nn")(lambda L: L.LSTM(3, 4)(
+                torch.randn(5, 2, 3), tuple(torch.randn(1, 2, 4) for _ in range(3))))
+            for label, val in [("nan", float("nan")), ("inf", float("inf")), ("-inf", float("-inf"))]:
+                def c0_val(L, val=val):
+                    m = L.LSTM(3, 4, 2)
+                    h, c = _hx("LSTM", 2, 3, 4)
+                    c[1, 0, 3] = val
+                    return m(torch.randn(6, 3, 3), (h, c))
+                case(f"LSTM-c0-{label}", "nn")(c0_val)
+            for dt in (torch.float32, torch.float64):
+                def h_and_c_inf(L, dt=dt):
+                    # inf in h drives gates to +-inf, so f = sigmoid(-inf) = 0 meets c = inf: 0 * inf = NaN
+                    m = L.LSTM(3, 4).to(dt)
+                    h = torch.randn(1, 1, 4, dtype=dt)
+                    h[0, 0, 1] = float("inf")
+                    return m(torch.randn(3, 1, 3, dtype=dt), (h, torch.full((1, 1, 4), float("inf"), dtype=dt)))
+                case(f"LSTM-h-and-c-inf-{dt}", "nn")(h_and_c_inf)
             case("LSTM-hx-one-state", "nn")(lambda L: L.LSTM(3, 4)(torch.randn(5, 2, 3), (torch.randn(1, 2, 4),)))
             case("LSTM-proj-hx-shapes", "nn")(lambda L: L.LSTM(3, 4, proj_size=2)(
                 torch.randn(5, 2, 3), (torch.randn(1, 2, 4), torch.randn(1, 2, 2))))
@@ -241,6 +258,13 @@ for _n in LAYERS:
                 (hx[0] if lstm else hx)[0, 1, 2] = val
                 return m(torch.randn(6, 3, 3), hx)
             case(f"{n}-hx-{label}", "nn")(hx_val)
+
+        def hx_inf_f64(L):
+            m = getattr(L, n)(3, 4).double()
+            hx = _hx(n, 1, 1, 4, dtype=torch.float64)
+            (hx[0] if lstm else hx)[0, 0, 2] = float("inf")
+            return m(torch.randn(3, 1, 3, dtype=torch.float64), hx)
+        case(f"{n}-hx-inf-float64", "nn")(hx_inf_f64)
 
         def nan_weight(L):
             m = getattr(L, n)(3, 4, 2)
@@ -291,13 +315,13 @@ for _n in LAYERS:
         for pname in ("bias_ih_l0", "bias_hh_l0", "weight_ih_l0", "weight_hh_l0"):
             def strided_param(L, pname=pname):
                 m = getattr(L, n)(3, 4, 1)
-                p = getattr(m, pname).detach()
+                p = getattr(m, pname).detach() * 1.5
                 if p.dim() == 1:
                     strided = torch.stack([p, torch.randn_like(p)], 1)[:, 0]   # stride 2
                 else:
                     strided = p.t().contiguous().t()                          # column-major
                 assert not strided.is_contiguous()
-                return torch.func.functional_call(m, {pname: strided * 1.5}, (torch.randn(5, 2, 3),))
+                return torch.func.functional_call(m, {pname: strided}, (torch.randn(5, 2, 3),))
             case(f"{n}-noncontiguous-{pname}", "nn")(strided_param)
 
         def expanded_bias(L):
@@ -362,7 +386,6 @@ for _n in CELLS:
 
         def cell_noncontig(L):
             m = getattr(L, n)(3, 4)
-            x = torch.randn(3, 2)[:, :1].expand(3, 3) + 0  # contiguous values, then take a strided view
             x = torch.randn(3, 6)[:, ::2]
             hx = _hx(n, 4, 2)
             hx = tuple(h.t() for h in hx) if lstm else hx.t()
@@ -418,7 +441,7 @@ def _raw_forward_cases():
         "c0-hidden": dict(c0=torch.randn(2, 4)),
         "c0-int": dict(c0=torch.ones(2, 5, dtype=torch.long)),
         "w_hr-spurious": dict(w_hr=torch.randn(3, 5)),
-        "w_hr-too-wide": dict(w_hr=torch.randn(5, 5)),
+        "w_hr-too-wide": dict(w_hr=torch.randn(6, 5)),
         "batch_sizes-with-3d-input": dict(batch_sizes=torch.tensor([2, 2, 2])),
     }
     for label, over in bad.items():
@@ -570,6 +593,16 @@ def _raw_backward_cases():
     for label, over in lstm_bad.items():
         case(f"raw-lstm_backward-{label}", "raise")(lambda L=EXT, over=over: _lstm_bwd(_lstm_bwd_args(**over())))
 
+    def long_sequence_short_grad(L=EXT):
+        # a grad_output with 1 step for a 4000-step forward: reading it as 4000 steps runs far out of bounds
+        T, B, I, H = 4000, 16, 4, 64
+        x, h0, c0 = torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H)
+        w_ih, w_hh = torch.randn(4 * H, I) * 0.1, torch.randn(4 * H, H) * 0.1
+        y, h, c, ws = OPS.lstm_forward(x, h0, c0, w_ih, w_hh, None, None, None, None, False, True)
+        return OPS.lstm_backward(torch.randn(1, B, H), torch.randn(B, H), torch.randn(B, H), x, h0, c0, w_ih, w_hh,
+                                 None, None, False, y, ws)
+    case("raw-lstm_backward-grad_output-one-step-of-4000", "raise")(long_sequence_short_grad)
+
     def packed_bs_changed(L=EXT):
         a = _lstm_raw(T=3, B=2, packed=True)
         y, h, c, ws = _lstm_fwd(a)
@@ -699,8 +732,8 @@ def _run_all_in_subprocesses():
             break
         if last_begin is None:  # died outside any case (import error, ...)
             raise AssertionError(f"hostile-case subprocess failed (rc={rc}) outside a case:\n{err[-3000:]}")
-        tail = _one_line(err.strip().splitlines()[-1]) if err.strip() else ""
-        results[CASES[last_begin][0]] = ("crash", f"process died (rc={rc}) {tail}")
+        how = f"killed by {signal.Signals(-rc).name}" if isinstance(rc, int) and rc < 0 else f"exit status {rc}"
+        results[CASES[last_begin][0]] = ("crash", f"the process died in this case ({how})")
         start = last_begin + 1
     return results
 
@@ -732,6 +765,29 @@ def test_crash_is_detected(tmp_path):
     script.write_text("import os\nprint('BEGIN\\t0\\tx', flush=True)\nos.abort()\n")
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "CASE" not in proc.stdout
+
+
+@pytest.mark.parametrize("dev", [pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_device_batch_sizes_raise_not_crash(dev):
+    """batch_sizes on the GPU (only CPU batch_sizes are valid): a Python error, in a subprocess."""
+    code = (
+        "import torch, rnn_ext\n"
+        "x = torch.randn(6, 4, device='cuda'); h = torch.randn(2, 5, device='cuda')\n"
+        "w_ih = torch.randn(20, 4, device='cuda'); w_hh = torch.randn(20, 5, device='cuda')\n"
+        "bs = torch.tensor([2, 2, 2], device='cuda')\n"
+        "for call in (lambda: torch.ops.rnn_ext.lstm_forward(x, h, h, w_ih, w_hh, None, None, None, bs, False, True),\n"
+        "             lambda: torch.ops.rnn_ext.gru_forward(x, h, w_ih[:15], w_hh[:15], None, None, bs, False, True),\n"
+        "             lambda: torch.ops.rnn_ext.rnn_forward(x, h, w_ih[:5], w_hh[:5], None, None, bs, False, False)):\n"
+        "    try:\n"
+        "        call(); print('NO-EXCEPTION')\n"
+        "    except RuntimeError as e:\n"
+        "        print('RAISED', 'CPU' in str(e))\n"
+        "print('DONE')\n"
+    )
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["RAISED", "True"] * 3 + ["DONE"], proc.stdout
 
 
 # ============================================================ in-process: non-contiguous / expanded vs nn

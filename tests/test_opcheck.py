@@ -162,6 +162,24 @@ def _opcheck(op, args):
     assert all(v == "SUCCESS" for v in results.values()), results
 
 
+def _opcheck_backward(op, args):
+    """The *_backward ops are deliberately not differentiable (double backward goes through the
+    forward op and the reference recompute). With inputs that require grad they must still have an
+    autograd registration, and differentiating them must raise a clear error, not return a silently
+    partial graph. AOT dispatch differentiates every op, so it runs only without requires_grad."""
+    needs_grad = any(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    if not needs_grad:
+        return _opcheck(op, args)
+    utils = tuple(u for u in TEST_UTILS if u != "test_aot_dispatch_dynamic")
+    results = torch.library.opcheck(op, args, test_utils=utils)
+    assert all(v == "SUCCESS" for v in results.values()), results
+    outs = op(*args)
+    diff = [o for o in outs if o.requires_grad]
+    assert diff, "outputs should be attached to the raising autograd node"
+    with pytest.raises(RuntimeError, match="is not differentiable"):
+        torch.autograd.grad(sum(o.sum() for o in diff), [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad])
+
+
 @pytest.mark.parametrize("sample", LSTM_FWD, ids=_ids(LSTM_FWD))
 def test_lstm_forward(device, sample):
     _opcheck(ops.lstm_forward.default, lstm_forward_args(device, **sample))
@@ -179,17 +197,17 @@ def test_rnn_forward(device, sample):
 
 @pytest.mark.parametrize("sample", LSTM_BWD, ids=_ids(LSTM_BWD))
 def test_lstm_backward(device, sample):
-    _opcheck(ops.lstm_backward.default, lstm_backward_args(device, **sample))
+    _opcheck_backward(ops.lstm_backward.default, lstm_backward_args(device, **sample))
 
 
 @pytest.mark.parametrize("sample", GRU_BWD, ids=_ids(GRU_BWD))
 def test_gru_backward(device, sample):
-    _opcheck(ops.gru_backward.default, gru_backward_args(device, **sample))
+    _opcheck_backward(ops.gru_backward.default, gru_backward_args(device, **sample))
 
 
 @pytest.mark.parametrize("sample", RNN_BWD, ids=_ids(RNN_BWD))
 def test_rnn_backward(device, sample):
-    _opcheck(ops.rnn_backward.default, rnn_backward_args(device, **sample))
+    _opcheck_backward(ops.rnn_backward.default, rnn_backward_args(device, **sample))
 
 
 # ----------------------------------------------------------------- contract details the samples rely on
