@@ -62,7 +62,8 @@ def get_extensions():
 
     opt = ["-O0", "-g"] if cfg["debug"] else ["-O3"]
     sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")) + glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    extra = {"cxx": opt + ["-fopenmp"]}
+    # -fno-trapping-math: no FP-exception semantics to keep, lets the pointwise loops vectorise
+    extra = {"cxx": opt + ["-fopenmp", "-fno-trapping-math"]}
     define_macros = []
     ext_cls = CppExtension
     if cfg["build_cuda"]:

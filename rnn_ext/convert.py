@@ -56,8 +56,9 @@ def _swap(m: nn.Module, cls: type) -> nn.Module:
     if isinstance(new, nn.RNNBase):
         new._init_flat_weights()
     for hooks in _HOOK_DICTS:
-        if hasattr(m, hooks):
-            getattr(new, hooks).update(getattr(m, hooks))
+        if hasattr(m, hooks):  # share the tables, so existing hook handles still remove hooks
+            object.__setattr__(new, hooks, getattr(m, hooks))
+    new._is_full_backward_hook = m._is_full_backward_hook
     new.train(m.training)
     return new
 

@@ -243,7 +243,13 @@ class GRU(_RecurrentLayer):
         input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
         bidirectional=False, device=None, dtype=None: exactly as :class:`torch.nn.GRU`.
 
-    Inputs / outputs: as :class:`RNN`: ``output, h_n = gru(input, h_0)``.
+    Inputs: ``input, h_0``
+        - input: ``(L, H_in)``, ``(L, N, H_in)`` (``(N, L, H_in)`` if batch_first) or a PackedSequence.
+        - h_0: ``(D*num_layers, H_out)`` or ``(D*num_layers, N, H_out)``; zeros if omitted.
+
+    Outputs: ``output, h_n``
+        - output: ``(L, D*H_out)``, ``(L, N, D*H_out)`` (batch_first: ``(N, L, D*H_out)``) or a PackedSequence.
+        - h_n: ``(D*num_layers, [N,] H_out)``, each sequence's final state.
     """
 
     def __init__(self, *args, **kwargs):

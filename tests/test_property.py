@@ -115,9 +115,7 @@ def layer_configs(draw, invalid=False):
     if invalid:
         choices = ["input_size"] + (["rank"] if cfg["kind"] in ("dense", "unbatched") else [])
         if cfg["given_hx"]:
-            choices += ["hx_hidden", "hx_layers"]
-            if cfg["kind"] == "dense":
-                choices += ["hx_batch"]
+            choices += ["hx_hidden", "hx_layers"] + (["hx_batch"] if cfg["kind"] != "unbatched" else [])
             if cfg["mode"] == "LSTM":
                 choices += ["cx_hidden"]
         cfg["break"] = draw(st.sampled_from(choices))
@@ -282,7 +280,7 @@ def test_invalid_arguments_raise_like_torch_nn(device, cfg):
     _, ref_err = _outcome(lambda: _run(ref, "cpu", cfg, x, hx))
     _, ext_err = _outcome(lambda: _run(ext, device, cfg, x, hx))
     note(f"torch.nn: {ref_err!r}\nrnn_ext: {ext_err!r}")
-    deviation = cfg["kind"].startswith("packed") and cfg["break"] in ("hx_hidden", "hx_layers", "cx_hidden")
+    deviation = cfg["kind"].startswith("packed") and cfg["break"] in ("hx_hidden", "hx_layers", "hx_batch", "cx_hidden")
     if deviation:
         assert ext_err is not None, f"rnn_ext accepted a broken hx for packed input: {cfg['break']}"
         assert isinstance(ext_err, RuntimeError), repr(ext_err)

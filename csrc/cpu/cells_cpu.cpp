@@ -20,11 +20,13 @@
 #include "common/cell_steps.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define RNN_EXT_CLONES __attribute__((target_clones("avx2,fma", "default")))
+#define RNN_EXT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define RNN_EXT_CLONES
 #endif
 #define RNN_EXT_INLINE inline __attribute__((always_inline))
+// Lambdas must inline too, or their loops escape the target clone.
+#define RNN_EXT_LAMBDA_INLINE __attribute__((always_inline))
 
 namespace rnn_ext {
 namespace {
@@ -33,10 +35,14 @@ template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
 
 // ---- float32 math: Cephes-style polynomials, ~1-2 ulp, NaN in -> NaN out.
+RNN_EXT_INLINE float exp2i(int32_t n) { n = (n + 127) << 23; float s; std::memcpy(&s, &n, 4); return s; }
 RNN_EXT_INLINE float exp_f32(float x) {
   x = x > 88.3762626647949f ? 88.3762626647949f : x;  // comparisons keep NaN
   x = x < -88.3762626647949f ? -88.3762626647949f : x;
-  float fx = std::floor(x * 1.44269504088896341f + 0.5f);
+  float t = x * 1.44269504088896341f + 0.5f;
+  int32_t n = static_cast<int32_t>(t);  // floor without libm, so loops vectorise
+  n -= static_cast<float>(n) > t ? 1 : 0;
+  float fx = static_cast<float>(n);
   float z = x - fx * 0.693359375f + fx * 2.12194440e-4f;
   float y = 1.9875691500E-4f;
   y = y * z + 1.3981999507E-3f;
@@ -45,28 +51,25 @@ RNN_EXT_INLINE float exp_f32(float x) {
   y = y * z + 1.6666665459E-1f;
   y = y * z + 5.0000001201E-1f;
   y = y * z * z + z + 1.0f;
-  int32_t n = static_cast<int32_t>(fx);
-  n = (n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &n, sizeof(scale));
-  return y * scale;
+  return y * exp2i(n);
 }
-RNN_EXT_INLINE float sigmoid_f(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
-RNN_EXT_INLINE float tanh_f(float x) {
-  float ax = std::fabs(x);
-  float z = x * x;  // small |x|: odd polynomial, accurate near 0
+RNN_EXT_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
+// tanh: odd polynomial near 0 (keeps relative accuracy), (1-e)/(1+e) with
+// e = exp(-2|x|) elsewhere. Written with selects only, which GCC vectorises.
+RNN_EXT_INLINE float tanh_(float x) {
+  float ax = x < 0.0f ? -x : x;
+  float z = ax * ax;
   float p = -5.70498872745E-3f;
   p = p * z + 2.06390887954E-2f;
   p = p * z - 5.37397155531E-2f;
   p = p * z + 1.33314422036E-1f;
   p = p * z - 3.33332819422E-1f;
   float small = p * z * x + x;
-  float large = 1.0f - 2.0f / (exp_f32(2.0f * ax) + 1.0f);  // |x| >= 0.625
-  large = std::copysign(large, x);
+  float e = exp_f32(-2.0f * ax);          // in (0, 1]: no overflow
+  float large = (1.0f - e) / (1.0f + e);
+  large = x < 0.0f ? -large : large;
   return ax < 0.625f ? small : large;
 }
-RNN_EXT_INLINE float sigmoid_(float x) { return sigmoid_f(x); }
-RNN_EXT_INLINE float tanh_(float x) { return tanh_f(x); }
 RNN_EXT_INLINE double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 RNN_EXT_INLINE double tanh_(double x) { return std::tanh(x); }
 
@@ -137,169 +140,199 @@ const void* bias_hh_of(const GruBackwardStep&) { return nullptr; }
 const void* bias_ih_of(const RnnBackwardStep&) { return nullptr; }
 const void* bias_hh_of(const RnnBackwardStep&) { return nullptr; }
 
+// Each *_row function handles one batch row. Its pointers are __restrict
+// function parameters and every access is p[j]: that is what lets GCC
+// vectorise the loop (restrict on locals is not enough).
+
 // ---------------------------------------------------------------- LSTM
+template <typename T, typename A, bool kState, bool kWs>
+RNN_EXT_INLINE void lstm_fwd_row(const T* __restrict x, const T* __restrict h, const T* __restrict bi,
+                                 const T* __restrict bh, A* __restrict c, T* __restrict out, T* __restrict hs,
+                                 A* __restrict w, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    A i = sigmoid_(A(x[j]) + A(h[j]) + A(bi[j]) + A(bh[j]));
+    A f = sigmoid_(A(x[H + j]) + A(h[H + j]) + A(bi[H + j]) + A(bh[H + j]));
+    A g = tanh_(A(x[2 * H + j]) + A(h[2 * H + j]) + A(bi[2 * H + j]) + A(bh[2 * H + j]));
+    A o = sigmoid_(A(x[3 * H + j]) + A(h[3 * H + j]) + A(bi[3 * H + j]) + A(bh[3 * H + j]));
+    A cn = f * c[j] + i * g;
+    A hn = o * tanh_(cn);
+    c[j] = cn;
+    out[j] = static_cast<T>(hn);
+    if constexpr (kState) hs[j] = static_cast<T>(hn);
+    if constexpr (kWs) {
+      w[j] = i; w[H + j] = f; w[2 * H + j] = g; w[3 * H + j] = o; w[4 * H + j] = cn;
+    }
+  }
+}
+
 template <typename T>
 RNN_EXT_INLINE void lstm_fwd_rows(const LstmForwardStep& s, const T* bi, const T* bh, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden, G = 4 * H;
-  with_flags(s.h_state != nullptr, s.workspace != nullptr, [&](auto has_state, auto has_ws) {
+  with_flags(s.h_state != nullptr, s.workspace != nullptr, [&](auto has_state, auto has_ws) RNN_EXT_LAMBDA_INLINE {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* __restrict x = static_cast<const T*>(s.x_gates) + r * G;
-      const T* __restrict h = static_cast<const T*>(s.h_gates) + r * G;
-      A* __restrict c = static_cast<A*>(s.c_state) + r * H;
-      T* __restrict out = static_cast<T*>(s.h_out) + r * s.h_out_stride;
-      T* __restrict hs = has_state ? static_cast<T*>(s.h_state) + r * H : nullptr;
-      A* __restrict w = has_ws ? static_cast<A*>(s.workspace) + r * 5 * H : nullptr;
-      for (int64_t j = 0; j < H; ++j) {
-        A i = sigmoid_(A(x[j]) + A(h[j]) + A(bi[j]) + A(bh[j]));
-        A f = sigmoid_(A(x[H + j]) + A(h[H + j]) + A(bi[H + j]) + A(bh[H + j]));
-        A g = tanh_(A(x[2 * H + j]) + A(h[2 * H + j]) + A(bi[2 * H + j]) + A(bh[2 * H + j]));
-        A o = sigmoid_(A(x[3 * H + j]) + A(h[3 * H + j]) + A(bi[3 * H + j]) + A(bh[3 * H + j]));
-        A cn = f * c[j] + i * g;
-        A hn = o * tanh_(cn);
-        c[j] = cn;
-        out[j] = static_cast<T>(hn);
-        if constexpr (has_state) hs[j] = static_cast<T>(hn);
-        if constexpr (has_ws) {
-          w[j] = i; w[H + j] = f; w[2 * H + j] = g; w[3 * H + j] = o; w[4 * H + j] = cn;
-        }
-      }
+      lstm_fwd_row<T, A, has_state, has_ws>(
+          static_cast<const T*>(s.x_gates) + r * G, static_cast<const T*>(s.h_gates) + r * G, bi, bh,
+          static_cast<A*>(s.c_state) + r * H, static_cast<T*>(s.h_out) + r * s.h_out_stride,
+          has_state ? static_cast<T*>(s.h_state) + r * H : nullptr,
+          has_ws ? static_cast<A*>(s.workspace) + r * 5 * H : nullptr, H);
     }
   });
 }
 RNN_EXT_ROWS(lstm_fwd, LstmForwardStep, 4)
 
+template <typename T, typename A, bool kB>
+RNN_EXT_INLINE void lstm_bwd_row(const T* __restrict ga, const T* __restrict gb, const A* __restrict w,
+                                 const A* __restrict cp, A* __restrict dcs, T* __restrict d, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    A dh = A(ga[j]);
+    if constexpr (kB) dh += A(gb[j]);
+    A i = w[j], f = w[H + j], g = w[2 * H + j], o = w[3 * H + j], c = w[4 * H + j];
+    A tc = tanh_(c);
+    A dc = dcs[j] + dh * o * (A(1) - tc * tc);
+    d[j] = static_cast<T>(dc * g * i * (A(1) - i));
+    d[H + j] = static_cast<T>(dc * cp[j] * f * (A(1) - f));
+    d[2 * H + j] = static_cast<T>(dc * i * (A(1) - g * g));
+    d[3 * H + j] = static_cast<T>(dh * tc * o * (A(1) - o));
+    dcs[j] = dc * f;
+  }
+}
+
 template <typename T>
 RNN_EXT_INLINE void lstm_bwd_rows(const LstmBackwardStep& s, const T*, const T*, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  with_flags(s.grad_h_b != nullptr, true, [&](auto has_b, auto) {
+  with_flags(s.grad_h_b != nullptr, true, [&](auto has_b, auto) RNN_EXT_LAMBDA_INLINE {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* __restrict ga = static_cast<const T*>(s.grad_h_a) + r * H;
-      const T* __restrict gb = has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr;
-      const A* __restrict w = static_cast<const A*>(s.workspace) + r * 5 * H;
-      const A* __restrict cp = static_cast<const A*>(s.c_prev) + r * s.c_prev_stride;
-      A* __restrict dcs = static_cast<A*>(s.grad_c_state) + r * H;
-      T* __restrict d = static_cast<T*>(s.grad_gates) + r * 4 * H;
-      for (int64_t j = 0; j < H; ++j) {
-        A dh = A(ga[j]);
-        if constexpr (has_b) dh += A(gb[j]);
-        A i = w[j], f = w[H + j], g = w[2 * H + j], o = w[3 * H + j], c = w[4 * H + j];
-        A tc = tanh_(c);
-        A dc = dcs[j] + dh * o * (A(1) - tc * tc);
-        d[j] = static_cast<T>(dc * g * i * (A(1) - i));
-        d[H + j] = static_cast<T>(dc * cp[j] * f * (A(1) - f));
-        d[2 * H + j] = static_cast<T>(dc * i * (A(1) - g * g));
-        d[3 * H + j] = static_cast<T>(dh * tc * o * (A(1) - o));
-        dcs[j] = dc * f;
-      }
+      lstm_bwd_row<T, A, has_b>(
+          static_cast<const T*>(s.grad_h_a) + r * H, has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr,
+          static_cast<const A*>(s.workspace) + r * 5 * H, static_cast<const A*>(s.c_prev) + r * s.c_prev_stride,
+          static_cast<A*>(s.grad_c_state) + r * H, static_cast<T*>(s.grad_gates) + r * 4 * H, H);
     }
   });
 }
 RNN_EXT_ROWS(lstm_bwd, LstmBackwardStep, 4)
 
 // ---------------------------------------------------------------- GRU
+template <typename T, typename A, bool kWs>
+RNN_EXT_INLINE void gru_fwd_row(const T* __restrict x, const T* __restrict h, const T* __restrict bi,
+                                const T* __restrict bh, T* __restrict hs, T* __restrict out, A* __restrict w,
+                                int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    A rg = sigmoid_(A(x[j]) + A(bi[j]) + A(h[j]) + A(bh[j]));
+    A zg = sigmoid_(A(x[H + j]) + A(bi[H + j]) + A(h[H + j]) + A(bh[H + j]));
+    A hn = A(h[2 * H + j]) + A(bh[2 * H + j]);
+    A n = tanh_(A(x[2 * H + j]) + A(bi[2 * H + j]) + rg * hn);
+    A hnew = n + zg * (A(hs[j]) - n);  // hs: read h_{t-1}, then write h_t
+    hs[j] = static_cast<T>(hnew);
+    out[j] = static_cast<T>(hnew);
+    if constexpr (kWs) { w[j] = rg; w[H + j] = zg; w[2 * H + j] = n; w[3 * H + j] = hn; }
+  }
+}
+
 template <typename T>
 RNN_EXT_INLINE void gru_fwd_rows(const GruForwardStep& s, const T* bi, const T* bh, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden, G = 3 * H;
-  with_flags(s.workspace != nullptr, true, [&](auto has_ws, auto) {
+  with_flags(s.workspace != nullptr, true, [&](auto has_ws, auto) RNN_EXT_LAMBDA_INLINE {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* __restrict x = static_cast<const T*>(s.x_gates) + r * G;
-      const T* __restrict h = static_cast<const T*>(s.h_gates) + r * G;
-      T* hs = static_cast<T*>(s.h_state) + r * H;  // read h_{t-1}, write h_t
-      T* __restrict out = static_cast<T*>(s.h_out) + r * H;
-      A* __restrict w = has_ws ? static_cast<A*>(s.workspace) + r * 4 * H : nullptr;
-      for (int64_t j = 0; j < H; ++j) {
-        A rg = sigmoid_(A(x[j]) + A(bi[j]) + A(h[j]) + A(bh[j]));
-        A zg = sigmoid_(A(x[H + j]) + A(bi[H + j]) + A(h[H + j]) + A(bh[H + j]));
-        A hn = A(h[2 * H + j]) + A(bh[2 * H + j]);
-        A n = tanh_(A(x[2 * H + j]) + A(bi[2 * H + j]) + rg * hn);
-        A hnew = n + zg * (A(hs[j]) - n);
-        hs[j] = static_cast<T>(hnew);
-        out[j] = static_cast<T>(hnew);
-        if constexpr (has_ws) { w[j] = rg; w[H + j] = zg; w[2 * H + j] = n; w[3 * H + j] = hn; }
-      }
+      gru_fwd_row<T, A, has_ws>(
+          static_cast<const T*>(s.x_gates) + r * G, static_cast<const T*>(s.h_gates) + r * G, bi, bh,
+          static_cast<T*>(s.h_state) + r * H, static_cast<T*>(s.h_out) + r * H,
+          has_ws ? static_cast<A*>(s.workspace) + r * 4 * H : nullptr, H);
     }
   });
 }
 RNN_EXT_ROWS(gru_fwd, GruForwardStep, 3)
 
+// grad_h_b may alias grad_h_prev (the driver passes its dh state as both), so
+// those two are not __restrict; each element is read before it is written.
+template <typename T, typename A, bool kB>
+RNN_EXT_INLINE void gru_bwd_row(const T* __restrict ga, const T* gb, const T* __restrict hp,
+                                const A* __restrict w, T* __restrict di, T* __restrict dhh, T* dprev,
+                                int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    A dh = A(ga[j]);
+    if constexpr (kB) dh += A(gb[j]);
+    A rg = w[j], zg = w[H + j], n = w[2 * H + j], hn = w[3 * H + j];
+    A dn_pre = dh * (A(1) - zg) * (A(1) - n * n);
+    A dz_pre = dh * (A(hp[j]) - n) * zg * (A(1) - zg);
+    A dr_pre = dn_pre * hn * rg * (A(1) - rg);
+    di[j] = static_cast<T>(dr_pre);
+    di[H + j] = static_cast<T>(dz_pre);
+    di[2 * H + j] = static_cast<T>(dn_pre);
+    dhh[j] = static_cast<T>(dr_pre);
+    dhh[H + j] = static_cast<T>(dz_pre);
+    dhh[2 * H + j] = static_cast<T>(dn_pre * rg);
+    dprev[j] = static_cast<T>(dh * zg);
+  }
+}
+
 template <typename T>
 RNN_EXT_INLINE void gru_bwd_rows(const GruBackwardStep& s, const T*, const T*, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  with_flags(s.grad_h_b != nullptr, true, [&](auto has_b, auto) {
+  with_flags(s.grad_h_b != nullptr, true, [&](auto has_b, auto) RNN_EXT_LAMBDA_INLINE {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* __restrict ga = static_cast<const T*>(s.grad_h_a) + r * H;
-      const T* gb = has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr;  // may alias dprev
-      const T* __restrict hp = static_cast<const T*>(s.h_prev) + r * H;
-      const A* __restrict w = static_cast<const A*>(s.workspace) + r * 4 * H;
-      T* __restrict di = static_cast<T*>(s.grad_gates_ih) + r * 3 * H;
-      T* __restrict dhh = static_cast<T*>(s.grad_gates_hh) + r * 3 * H;
-      T* dprev = static_cast<T*>(s.grad_h_prev) + r * H;
-      for (int64_t j = 0; j < H; ++j) {
-        A dh = A(ga[j]);
-        if constexpr (has_b) dh += A(gb[j]);
-        A rg = w[j], zg = w[H + j], n = w[2 * H + j], hn = w[3 * H + j];
-        A dn_pre = dh * (A(1) - zg) * (A(1) - n * n);
-        A dz_pre = dh * (A(hp[j]) - n) * zg * (A(1) - zg);
-        A dr_pre = dn_pre * hn * rg * (A(1) - rg);
-        di[j] = static_cast<T>(dr_pre);
-        di[H + j] = static_cast<T>(dz_pre);
-        di[2 * H + j] = static_cast<T>(dn_pre);
-        dhh[j] = static_cast<T>(dr_pre);
-        dhh[H + j] = static_cast<T>(dz_pre);
-        dhh[2 * H + j] = static_cast<T>(dn_pre * rg);
-        dprev[j] = static_cast<T>(dh * zg);
-      }
+      gru_bwd_row<T, A, has_b>(
+          static_cast<const T*>(s.grad_h_a) + r * H, has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr,
+          static_cast<const T*>(s.h_prev) + r * H, static_cast<const A*>(s.workspace) + r * 4 * H,
+          static_cast<T*>(s.grad_gates_ih) + r * 3 * H, static_cast<T*>(s.grad_gates_hh) + r * 3 * H,
+          static_cast<T*>(s.grad_h_prev) + r * H, H);
     }
   });
 }
 RNN_EXT_ROWS(gru_bwd, GruBackwardStep, 3)
 
 // ---------------------------------------------------------------- RNN
+template <typename T, typename A, bool kRelu>
+RNN_EXT_INLINE void rnn_fwd_row(const T* __restrict x, const T* __restrict h, const T* __restrict bi,
+                                const T* __restrict bh, T* __restrict hs, T* __restrict out, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    A pre = A(x[j]) + A(h[j]) + A(bi[j]) + A(bh[j]);
+    A v;
+    if constexpr (kRelu) v = pre < A(0) ? A(0) : pre;  // keeps NaN, as torch.relu
+    else v = tanh_(pre);
+    hs[j] = static_cast<T>(v);
+    out[j] = static_cast<T>(v);
+  }
+}
+
 template <typename T>
 RNN_EXT_INLINE void rnn_fwd_rows(const RnnForwardStep& s, const T* bi, const T* bh, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  with_flags(s.relu, true, [&](auto relu, auto) {
+  with_flags(s.relu, true, [&](auto relu, auto) RNN_EXT_LAMBDA_INLINE {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* __restrict x = static_cast<const T*>(s.x_gates) + r * H;
-      const T* __restrict h = static_cast<const T*>(s.h_gates) + r * H;
-      T* __restrict hs = static_cast<T*>(s.h_state) + r * H;
-      T* __restrict out = static_cast<T*>(s.h_out) + r * H;
-      for (int64_t j = 0; j < H; ++j) {
-        A pre = A(x[j]) + A(h[j]) + A(bi[j]) + A(bh[j]);
-        A v;
-        if constexpr (relu) v = pre < A(0) ? A(0) : pre;  // keeps NaN, as torch.relu
-        else v = tanh_(pre);
-        hs[j] = static_cast<T>(v);
-        out[j] = static_cast<T>(v);
-      }
+      rnn_fwd_row<T, A, relu>(static_cast<const T*>(s.x_gates) + r * H, static_cast<const T*>(s.h_gates) + r * H,
+                              bi, bh, static_cast<T*>(s.h_state) + r * H, static_cast<T*>(s.h_out) + r * H, H);
     }
   });
 }
 RNN_EXT_ROWS(rnn_fwd, RnnForwardStep, 1)
 
+template <typename T, typename A, bool kRelu, bool kB>
+RNN_EXT_INLINE void rnn_bwd_row(const T* __restrict ga, const T* __restrict gb, const T* __restrict y,
+                                T* __restrict dg, int64_t H) {
+  for (int64_t j = 0; j < H; ++j) {
+    A dh = A(ga[j]);
+    if constexpr (kB) dh += A(gb[j]);
+    A yv = A(y[j]);
+    // relu' as torch's threshold_backward: zero only where y <= 0 (NaN passes)
+    if constexpr (kRelu) dg[j] = static_cast<T>(yv <= A(0) ? A(0) : dh);
+    else dg[j] = static_cast<T>(dh * (A(1) - yv * yv));
+  }
+}
+
 template <typename T>
 RNN_EXT_INLINE void rnn_bwd_rows(const RnnBackwardStep& s, const T*, const T*, int64_t r0, int64_t r1) {
   using A = typename Acc<T>::type;
   const int64_t H = s.hidden;
-  with_flags(s.relu, s.grad_h_b != nullptr, [&](auto relu, auto has_b) {
+  with_flags(s.relu, s.grad_h_b != nullptr, [&](auto relu, auto has_b) RNN_EXT_LAMBDA_INLINE {
     for (int64_t r = r0; r < r1; ++r) {
-      const T* __restrict ga = static_cast<const T*>(s.grad_h_a) + r * H;
-      const T* __restrict gb = has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr;
-      const T* __restrict y = static_cast<const T*>(s.h_out) + r * H;
-      T* __restrict dg = static_cast<T*>(s.grad_gates) + r * H;
-      for (int64_t j = 0; j < H; ++j) {
-        A dh = A(ga[j]);
-        if constexpr (has_b) dh += A(gb[j]);
-        A yv = A(y[j]);
-        // relu' as torch's threshold_backward: zero only where y <= 0 (NaN passes)
-        if constexpr (relu) dg[j] = static_cast<T>(yv <= A(0) ? A(0) : dh);
-        else dg[j] = static_cast<T>(dh * (A(1) - yv * yv));
-      }
+      rnn_bwd_row<T, A, relu, has_b>(
+          static_cast<const T*>(s.grad_h_a) + r * H, has_b ? static_cast<const T*>(s.grad_h_b) + r * H : nullptr,
+          static_cast<const T*>(s.h_out) + r * H, static_cast<T*>(s.grad_gates) + r * H, H);
     }
   });
 }
