@@ -103,6 +103,7 @@ inline void* row_ptr(const Tensor& t, int64_t row) {
 inline const void* opt_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 
 Tensor opt(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
+Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : t; }
 
 struct Kernels {
   void (*lstm_fwd)(const LstmForwardStep&);
@@ -143,6 +144,24 @@ void check_shape(const char* op, const char* name, const Tensor& t, at::IntArray
   TORCH_CHECK(t.sizes() == expected, op, ": ", name, " must have shape ", expected, ", got ", t.sizes());
 }
 
+std::vector<int64_t> out_shape(const Tensor& x, int64_t cols) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
+  shape.back() = cols;
+  return shape;
+}
+
+// Shapes a backward op relies on (the forward op checked its own inputs).
+void check_backward(const char* op, const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
+                    int64_t G, int64_t Hout, const Tensor& output, const Tensor& grad_output) {
+  TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2 && h0.dim() == 2, op, ": bad weight or h0 rank");
+  check_shape(op, "w_ih", w_ih, {G, input.size(-1)});
+  check_shape(op, "w_hh", w_hh, {G, Hout});
+  check_shape(op, "h0", h0, {h0.size(0), Hout});
+  const auto expected = out_shape(input, Hout);
+  check_shape(op, "output", output, expected);
+  check_shape(op, "grad_output", grad_output, expected);
+}
+
 // Rows h_{t-1} for every step, packed like the input: (N, Hout).
 Tensor previous_hidden(const Schedule& s, const Tensor& y2d, const Tensor& h0) {
   Tensor hp = at::empty_like(y2d);
@@ -174,11 +193,6 @@ Tensor bias_grad(const Tensor& d_gates, at::ScalarType dtype) {
 // (rows, cols) view of a (..., cols) tensor; explicit rows so cols == 0 works.
 Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows, cols}).contiguous(); }
 
-std::vector<int64_t> out_shape(const Tensor& x, int64_t cols) {
-  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
-  shape.back() = cols;
-  return shape;
-}
 
 }  // namespace
 
@@ -188,7 +202,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const OptTensor& b_ih_, const OptTensor& b_hh_, const OptTensor& w_hr_, const OptTensor& batch_sizes,
     bool reverse, bool need_grad) {
   const char* op = "rnn_ext::lstm_forward";
-  Tensor b_ih = opt(b_ih_), b_hh = opt(b_hh_), w_hr = opt(w_hr_);
+  // the kernels read biases through raw pointers: make them dense
+  Tensor b_ih = contig(opt(b_ih_)), b_hh = contig(opt(b_hh_)), w_hr = opt(w_hr_);
   check_args(op, input, {{"h0", h0}, {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}, {"w_hr", w_hr}});
   c10::OptionalDeviceGuard guard(input.device());
   TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) % 4 == 0, op, ": bad weight shapes");
@@ -250,18 +265,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr_,
-    const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& ws) {
+    const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& ws_) {
   const char* op = "rnn_ext::lstm_backward";
+  const Tensor ws = ws_.contiguous();  // read through raw pointers
   Tensor w_hr = opt(w_hr_);
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"grad_c_n", grad_c_n}, {"h0", h0},
                          {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"w_hr", w_hr}, {"output", output}});
   c10::OptionalDeviceGuard guard(input.device());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % 4 == 0, op, ": bad w_hh shape ", w_hh.sizes());
   const int64_t H = w_hh.size(0) / 4, G = 4 * H, I = w_ih.size(1);
   const bool proj = w_hr.defined();
   const int64_t Hout = proj ? w_hr.size(0) : H, B = h0.size(0);
+  check_backward(op, input, h0, w_ih, w_hh, G, Hout, output, grad_output);
+  check_shape(op, "c0", c0, {B, H});
+  if (proj) check_shape(op, "w_hr", w_hr, {Hout, H});
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  TORCH_CHECK(ws.size(0) == s.N && ws.size(1) == 5 * H && ws.scalar_type() == acc,
+  TORCH_CHECK(ws.dim() == 2 && ws.size(0) == s.N && ws.size(1) == 5 * H && ws.scalar_type() == acc,
               op, ": the workspace was not saved (forward ran with need_grad=False) or does not match");
   check_shape(op, "grad_h_n", grad_h_n, {B, Hout});
   check_shape(op, "grad_c_n", grad_c_n, {B, H});
@@ -335,7 +355,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_,
     const OptTensor& b_hh_, const OptTensor& batch_sizes, bool reverse, bool need_grad) {
   const char* op = "rnn_ext::gru_forward";
-  Tensor b_ih = opt(b_ih_), b_hh = opt(b_hh_);
+  Tensor b_ih = contig(opt(b_ih_)), b_hh = contig(opt(b_hh_));  // read through raw pointers
   check_args(op, input, {{"h0", h0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}});
   c10::OptionalDeviceGuard guard(input.device());
   TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2 && w_hh.size(0) % 3 == 0, op, ": bad weight shapes");
@@ -384,15 +404,18 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool reverse,
-    const Tensor& output, const Tensor& ws) {
+    const Tensor& output, const Tensor& ws_) {
   const char* op = "rnn_ext::gru_backward";
+  const Tensor ws = ws_.contiguous();  // read through raw pointers
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
                          {"w_hh", w_hh}, {"output", output}});
   c10::OptionalDeviceGuard guard(input.device());
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) % 3 == 0, op, ": bad w_hh shape ", w_hh.sizes());
   const int64_t H = w_hh.size(0) / 3, G = 3 * H, I = w_ih.size(1), B = h0.size(0);
+  check_backward(op, input, h0, w_ih, w_hh, G, H, output, grad_output);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  TORCH_CHECK(ws.size(0) == s.N && ws.size(1) == 4 * H && ws.scalar_type() == acc,
+  TORCH_CHECK(ws.dim() == 2 && ws.size(0) == s.N && ws.size(1) == 4 * H && ws.scalar_type() == acc,
               op, ": the workspace was not saved (forward ran with need_grad=False) or does not match");
   check_shape(op, "grad_h_n", grad_h_n, {B, H});
   const Kernels k = kernels_for(input);
@@ -433,7 +456,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
     const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_,
     const OptTensor& b_hh_, const OptTensor& batch_sizes, bool relu, bool reverse) {
   const char* op = "rnn_ext::rnn_forward";
-  Tensor b_ih = opt(b_ih_), b_hh = opt(b_hh_);
+  Tensor b_ih = contig(opt(b_ih_)), b_hh = contig(opt(b_hh_));  // read through raw pointers
   check_args(op, input, {{"h0", h0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}});
   c10::OptionalDeviceGuard guard(input.device());
   TORCH_CHECK(w_ih.dim() == 2 && w_hh.dim() == 2, op, ": bad weight shapes");
@@ -485,7 +508,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
                          {"w_hh", w_hh}, {"output", output}});
   c10::OptionalDeviceGuard guard(input.device());
+  TORCH_CHECK(w_hh.dim() == 2, op, ": bad w_hh shape ", w_hh.sizes());
   const int64_t H = w_hh.size(0), I = w_ih.size(1), B = h0.size(0);
+  check_backward(op, input, h0, w_ih, w_hh, H, H, output, grad_output);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type();
   check_shape(op, "grad_h_n", grad_h_n, {B, H});

@@ -53,11 +53,12 @@ _CELL = {"rnn": "RNNCell", "lstm": "LSTMCell", "gru": "GRUCell"}
 
 
 # ---------------------------------------------------------------- arguments
-def make_parser(description: str, *, cell: str = "gru", seed: int = 0) -> argparse.ArgumentParser:
+def make_parser(description: str, *, cell: str = "gru", seed: int = 0,
+                extra_cells: Sequence[str] = ()) -> argparse.ArgumentParser:
     """An ArgumentParser with the flags every example shares; add your own to it."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--cell", choices=CELLS, default=cell, help="recurrent cell")
+    p.add_argument("--cell", choices=CELLS + tuple(extra_cells), default=cell, help="recurrent cell")
     p.add_argument("--impl", choices=IMPLS, default="rnn_ext",
                    help="rnn_ext (fused kernels) or torch (torch.nn modules)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")

@@ -35,33 +35,51 @@ def _needs_grad(*tensors) -> bool:
 
 
 # ----------------------------------------------------------------- public wrappers
+# The wrappers go through autograd.Function classes (defined at the bottom,
+# sharing the op's setup/backward), which torch.func transforms accept; the ops
+# themselves also carry register_autograd for direct callers.
 def lstm_layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False):
     """One LSTM layer-direction: returns (output, h_n, c_n)."""
     need = _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    y, h, c, _ = _ops.lstm_forward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need)
+    y, h, c, _ = _apply(_LstmFunction, _ops.lstm_forward,
+                        input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need)
     return y, h, c
 
 
 def gru_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, reverse=False):
     """One GRU layer-direction: returns (output, h_n)."""
     need = _needs_grad(input, h0, w_ih, w_hh, b_ih, b_hh)
-    y, h, _ = _ops.gru_forward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need)
+    y, h, _ = _apply(_GruFunction, _ops.gru_forward, input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need)
     return y, h
 
 
 def rnn_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, relu=False, reverse=False):
     """One Elman RNN layer-direction (tanh or relu): returns (output, h_n)."""
-    return _ops.rnn_forward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse)
+    return _apply(_RnnFunction, _ops.rnn_forward, input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse)
+
+
+def _apply(function, op, *args):
+    # Under torch.compile the op is called directly: Dynamo traces custom ops
+    # natively (no graph break even when one tensor is passed twice).
+    if torch.compiler.is_compiling():
+        return op(*args)
+    return function.apply(*args)
 
 
 # ----------------------------------------------------------------- fake kernels
-def _check_fake(input: Tensor, batch_sizes: Optional[Tensor]) -> None:
+def _check_fake(input: Tensor, batch_sizes: Optional[Tensor], *tensors: Optional[Tensor]) -> None:
+    """The checks of the real kernels that need no data: ranks and devices."""
     torch._check(input.dim() == (2 if batch_sizes is not None else 3), lambda: "rnn_ext: bad input rank")
+    for t in tensors:
+        if t is not None and t.device != input.device:
+            raise RuntimeError(f"rnn_ext: tensors are on different devices: {t.device} and input on {input.device}")
+    if batch_sizes is not None and batch_sizes.device.type != "cpu":
+        raise RuntimeError("rnn_ext: batch_sizes should always be on CPU")
 
 
 @torch.library.register_fake("rnn_ext::lstm_forward")
 def _lstm_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_grad):
-    _check_fake(input, batch_sizes)
+    _check_fake(input, batch_sizes, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     H = w_hh.shape[0] // 4
     h_out = w_hr.shape[0] if w_hr is not None else H
     rows = _rows(input, batch_sizes) if need_grad else 0
@@ -86,7 +104,7 @@ def _lstm_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_
 
 @torch.library.register_fake("rnn_ext::gru_forward")
 def _gru_forward_fake(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need_grad):
-    _check_fake(input, batch_sizes)
+    _check_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh)
     H = w_hh.shape[0] // 3
     rows = _rows(input, batch_sizes) if need_grad else 0
     return (
@@ -109,7 +127,7 @@ def _gru_backward_fake(grad_output, grad_h_n, input, h0, w_ih, w_hh, batch_sizes
 
 @torch.library.register_fake("rnn_ext::rnn_forward")
 def _rnn_forward_fake(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse):
-    _check_fake(input, batch_sizes)
+    _check_fake(input, batch_sizes, h0, w_ih, w_hh, b_ih, b_hh)
     return input.new_empty((*input.shape[:-1], w_hh.shape[0])), h0.new_empty(h0.shape)
 
 
@@ -227,3 +245,26 @@ def _not_differentiable(name):
 
 for _name in ("lstm_backward", "gru_backward", "rnn_backward"):
     _not_differentiable(_name)
+
+
+def _function(name: str, op, setup, backward):
+    """An autograd.Function running `op`, with the same setup and backward as
+    the op's own autograd registration (torch.func needs this form)."""
+
+    def forward(*args):
+        return op(*args)
+
+    def setup_context(ctx, inputs, output):
+        setup(ctx, inputs, output)
+        ctx.mark_non_differentiable(*[o for o in output[len(output) - (name != "rnn"):]])
+
+    return type(f"_{name.capitalize()}Function", (torch.autograd.Function,), {
+        "forward": staticmethod(forward),
+        "setup_context": staticmethod(setup_context),
+        "backward": staticmethod(backward),
+    })
+
+
+_LstmFunction = _function("lstm", _ops.lstm_forward, _lstm_setup, _lstm_backward)
+_GruFunction = _function("gru", _ops.gru_forward, _gru_setup, _gru_backward)
+_RnnFunction = _function("rnn", _ops.rnn_forward, _rnn_setup, _rnn_backward)

@@ -89,6 +89,8 @@ class _RecurrentLayer(nn.RNNBase):
         if hx is None:
             return None
         if self.mode == "LSTM":
+            if isinstance(hx, (tuple, list)) and len(hx) > 2:  # a short one fails on hx[1], as in nn
+                raise RuntimeError("lstm expects two hidden states")
             return [hx[0], hx[1]]
         return [hx]
 
@@ -334,6 +336,16 @@ class LSTMCell(_Cell):
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
 
     def forward(self, input: Tensor, hx: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
+        # torch.nn's behaviour, quirks included: unbatched input takes hx[0] and hx[1]
+        # whatever hx is; batched input needs a 2-sequence of tensors.
+        if hx is not None:
+            if input.dim() != 2:
+                hx = (hx[0], hx[1])
+            elif not isinstance(hx, (tuple, list)):
+                raise TypeError(
+                    f"lstm_cell(): argument 'hx' (position 2) must be tuple of Tensors, not {type(hx).__name__}")
+            elif len(hx) != 2:
+                raise RuntimeError("lstm_cell expects two hidden states")
         x, states, w, is_batched = self._prepare(input, None if hx is None else list(hx), "LSTMCell", "hx[{idx}]")
         _, h, c = _ops.lstm_layer(x, states[0], states[1], *w)
         return (h, c) if is_batched else (h.squeeze(0), c.squeeze(0))

@@ -28,3 +28,12 @@ def device(request):
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def nn_without_cudnn():
+    """Run torch.nn's CUDA reference on its native (non-cuDNN) path: cuDNN uses
+    TF32 by default and refuses backward in eval mode, so it is not an exact
+    oracle. Files that compare against cuDNN itself (test_dtypes) don't use this."""
+    with torch.backends.cudnn.flags(enabled=False):
+        yield

@@ -29,6 +29,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import rnn_ext
 
+# torch.nn on CUDA as an exact oracle: no cuDNN (TF32, no eval-mode backward)
+pytestmark = pytest.mark.usefixtures("nn_without_cudnn")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = torch.ops.rnn_ext
 ALLOWED = (RuntimeError, ValueError, TypeError)

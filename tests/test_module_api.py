@@ -20,6 +20,9 @@ from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import rnn_ext
 
+# torch.nn on CUDA as an exact oracle: no cuDNN (TF32, no eval-mode backward)
+pytestmark = pytest.mark.usefixtures("nn_without_cudnn")
+
 LAYERS = ("LSTM", "GRU", "RNN")
 CELLS = ("LSTMCell", "GRUCell", "RNNCell")
 ALL = LAYERS + CELLS
