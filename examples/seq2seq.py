@@ -145,7 +145,7 @@ def exact_match(model, days, device, seed, show=0):
 
 def main() -> None:
     p = common.make_parser(__doc__.splitlines()[0], cell="gru", seed=0)
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 800, 30 with --quick)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 600, 30 with --quick)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--embedding-dim", type=int, default=32)
@@ -153,7 +153,7 @@ def main() -> None:
     p.add_argument("--test-size", type=int, default=None, help="held-out test dates (1000, 200 with --quick)")
     args = p.parse_args()
     device = common.setup(args)
-    steps = args.steps or (30 if args.quick else 800)
+    steps = args.steps or (30 if args.quick else 600)
     eval_every = max(steps // (2 if args.quick else 10), 1)
 
     train_days, held_out = split_days()

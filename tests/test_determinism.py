@@ -51,21 +51,21 @@ def _model(name, kw, device, dtype, dropout=0.0):
     return m.to(device)
 
 
+LENGTHS = [4, 9, 1, 7, 7]  # unsorted, with ties
+
+
 def _inputs(packed, device, dtype):
+    """A leaf input tensor (T, B, 7) on `device`; packing happens per run (it is part of the graph)."""
     g = torch.Generator().manual_seed(3)
-    T, B = 9, 5
-    x = torch.randn(T, B, 7, generator=g, dtype=dtype).to(device).requires_grad_()
-    inp = x
-    if packed:
-        inp = pack_padded_sequence(x, torch.tensor([4, 9, 1, 7, 7]), enforce_sorted=False)
-    return x, inp
+    x = torch.randn(9, 5, 7, generator=g, dtype=dtype).to(device).requires_grad_()
+    return x, packed
 
 
-def _run(m, x, inp, device, dtype):
+def _run(m, x, packed, device, dtype):
     """Forward + backward with fixed cotangents; returns a flat list of result tensors."""
     m.zero_grad(set_to_none=True)
-    if x.grad is not None:
-        x.grad = None
+    x.grad = None
+    inp = pack_padded_sequence(x, torch.tensor(LENGTHS), enforce_sorted=False) if packed else x
     out, hidden = m(inp)
     y = out.data if isinstance(out, PackedSequence) else out
     hs = list(hidden) if isinstance(hidden, tuple) else [hidden]
