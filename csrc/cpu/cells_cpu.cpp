@@ -37,8 +37,12 @@ template <> struct Acc<double> { using type = double; };
 // ---- float32 math: Cephes-style polynomials, ~1-2 ulp, NaN in -> NaN out.
 RNN_EXT_INLINE float exp2i(int32_t n) { n = (n + 127) << 23; float s; std::memcpy(&s, &n, 4); return s; }
 RNN_EXT_INLINE float exp_f32(float xin) {
-  float x = xin > 88.3762626647949f ? 88.3762626647949f : xin;  // comparisons keep NaN
-  x = x < -88.3762626647949f ? -88.3762626647949f : x;
+  // Clamp so that the exponent below lands on 128 (scale = +inf) for large x and
+  // on -127 (scale = 0) for very negative x: exp saturates like expf, so
+  // sigmoid(-inf) is exactly 0 and 0 * inf gives NaN as in torch. The
+  // comparisons keep NaN. (Selects between constants keep the loop vectorised.)
+  float x = xin > 88.7f ? 88.7f : xin;
+  x = x < -88.2f ? -88.2f : x;
   float t = x * 1.44269504088896341f + 0.5f;
   int32_t n = static_cast<int32_t>(t);  // floor without libm, so loops vectorise
   n -= static_cast<float>(n) > t ? 1 : 0;
@@ -51,10 +55,7 @@ RNN_EXT_INLINE float exp_f32(float xin) {
   y = y * z + 1.6666665459E-1f;
   y = y * z + 5.0000001201E-1f;
   y = y * z * z + z + 1.0f;
-  float r = y * exp2i(n);
-  // saturate like expf, so sigmoid(-inf) is exactly 0 and 0 * inf gives NaN as in torch
-  r = xin > 88.3762626647949f ? __builtin_inff() : r;
-  return xin < -88.3762626647949f ? 0.0f : r;
+  return y * exp2i(n);
 }
 RNN_EXT_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 // tanh: odd polynomial near 0 (keeps relative accuracy), (1-e)/(1+e) with
