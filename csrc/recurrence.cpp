@@ -162,6 +162,35 @@ void check_backward(const char* op, const Tensor& input, const Tensor& h0, const
   check_shape(op, "grad_output", grad_output, expected);
 }
 
+// Per-step product out = a @ b, b given as (K, N). For a handful of rows on the
+// CPU, BLAS spends more time on call overhead and re-packing b than on the math,
+// so a simple axpy kernel over a dense copy of b (made once per op) is used.
+constexpr int64_t kSmallRows = 4;
+
+struct StepMatrix {
+  Tensor b;        // (K, N), any strides: for BLAS
+  Tensor b_dense;  // contiguous copy for the small path, or undefined
+  StepMatrix(const Tensor& b_, bool small_ok) : b(b_) {
+    if (small_ok) b_dense = b_.contiguous();
+  }
+};
+
+bool small_path_ok(const Tensor& x, int64_t B) {
+  return x.is_cpu() && B <= kSmallRows && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
+}
+
+void step_mm(Tensor& out, const Tensor& a, const StepMatrix& m, bool accumulate = false) {
+  const int64_t rows = a.size(0);
+  if (m.b_dense.defined() && rows <= kSmallRows && a.is_contiguous() && out.is_contiguous()) {
+    small_mm_cpu(to_dtype(a.scalar_type()), a.data_ptr(), m.b_dense.data_ptr(), out.data_ptr(), rows, a.size(1),
+                 m.b_dense.size(1), accumulate);
+  } else if (accumulate) {
+    out.addmm_(a, m.b);
+  } else {
+    at::mm_out(out, a, m.b);
+  }
+}
+
 // Rows h_{t-1} for every step, packed like the input: (N, Hout).
 Tensor previous_hidden(const Schedule& s, const Tensor& y2d, const Tensor& h0) {
   Tensor hp = at::empty_like(y2d);
@@ -231,13 +260,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor h_gates = at::empty({B, G}, input.options());
   Tensor h_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
   Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
-  const Tensor w_hh_t = w_hh.t(), w_hr_t = proj ? w_hr.t() : Tensor();
+  const bool small = small_path_ok(input, B);
+  const StepMatrix w_hh_t(w_hh.t(), small), w_hr_t(proj ? w_hr.t() : Tensor(), small && proj);
 
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     Tensor hg = h_gates.narrow(0, 0, rows);
-    at::mm_out(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
     LstmForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -255,7 +285,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     k.lstm_fwd(a);
     if (proj) {
       Tensor y_t = y.narrow(0, off, rows);
-      at::mm_out(y_t, h_pre.narrow(0, 0, rows), w_hr_t);
+      step_mm(y_t, h_pre.narrow(0, 0, rows), w_hr_t);
       h_state.narrow(0, 0, rows).copy_(y_t);
     }
   }
@@ -296,6 +326,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor d_y = proj ? at::empty({s.N, Hout}, input.options()) : Tensor();
   Tensor dh_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
   const Tensor ws_c = ws.narrow(1, 4 * H, H);
+  const bool small = small_path_ok(input, B);
+  const StepMatrix w_hh_m(w_hh, small), w_hr_m(proj ? w_hr : Tensor(), small && proj);
 
   for (int64_t step = s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
@@ -319,7 +351,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
       Tensor dy_t = d_y.narrow(0, off, rows);
       at::add_out(dy_t, gy.narrow(0, off, rows), dh_state.narrow(0, 0, rows));
       Tensor dhp = dh_pre.narrow(0, 0, rows);
-      at::mm_out(dhp, dy_t, w_hr);
+      step_mm(dhp, dy_t, w_hr_m);
       a.grad_h_a = dh_pre.data_ptr();
       a.grad_h_b = nullptr;
     } else {
@@ -335,7 +367,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     a.stream = k.stream;
     k.lstm_bwd(a);
     Tensor dh = dh_state.narrow(0, 0, rows);
-    at::mm_out(dh, d_gates.narrow(0, off, rows), w_hh);
+    step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
 
   Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
@@ -377,13 +409,13 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
   Tensor ws = at::empty({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
-  const Tensor w_hh_t = w_hh.t();
+  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B));
 
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     Tensor hg = h_gates.narrow(0, 0, rows);
-    at::mm_out(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
     GruForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -425,6 +457,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dg_ih = at::empty({s.N, G}, input.options());
   Tensor dg_hh = at::empty({s.N, G}, input.options());
+  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
 
   for (int64_t step = s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
@@ -443,7 +476,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     a.stream = k.stream;
     k.gru_bwd(a);
     Tensor dh = dh_state.narrow(0, 0, rows);
-    dh.addmm_(dg_hh.narrow(0, off, rows), w_hh);
+    step_mm(dh, dg_hh.narrow(0, off, rows), w_hh_m, /*accumulate=*/true);
   }
   Tensor dx = at::mm(dg_ih, w_ih).view(input.sizes());
   Tensor dw_ih = at::mm(dg_ih.t(), x2d);
@@ -477,12 +510,12 @@ std::tuple<Tensor, Tensor> rnn_forward(
   Tensor y = at::empty({s.N, H}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, H}, input.options());
-  const Tensor w_hh_t = w_hh.t();
+  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B));
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     Tensor hg = h_gates.narrow(0, 0, rows);
-    at::mm_out(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
     RnnForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -519,6 +552,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, H), gy = mat(grad_output, s.N, H);
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor d_gates = at::empty({s.N, H}, input.options());
+  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
   for (int64_t step = s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
@@ -534,7 +568,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     a.stream = k.stream;
     k.rnn_bwd(a);
     Tensor dh = dh_state.narrow(0, 0, rows);
-    at::mm_out(dh, d_gates.narrow(0, off, rows), w_hh);
+    step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
   Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
   Tensor dw_ih = at::mm(d_gates.t(), x2d);

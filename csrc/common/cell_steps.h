@@ -123,3 +123,11 @@ void rnn_forward_step_cuda(const RnnForwardStep& s);
 void rnn_backward_step_cuda(const RnnBackwardStep& s);
 
 }  // namespace rnn_ext
+
+namespace rnn_ext {
+// Small-batch CPU matrix product for the per-step recurrent GEMMs, where BLAS
+// call and packing overheads dominate: out (rows, N) = a (rows, K) @ b (K, N)
+// (+ out when accumulate). Row-major, dense; b stays hot in cache across steps.
+void small_mm_cpu(DType dtype, const void* a, const void* b, void* out, int64_t rows, int64_t K, int64_t N,
+                  bool accumulate);
+}  // namespace rnn_ext

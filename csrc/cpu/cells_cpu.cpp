@@ -342,6 +342,30 @@ RNN_EXT_INLINE void rnn_bwd_rows(const RnnBackwardStep& s, const T*, const T*, i
 }
 RNN_EXT_ROWS(rnn_bwd, RnnBackwardStep, 1)
 
+// ---------------------------------------------------------------- small GEMM
+// axpy form: out[r, :] += a[r, i] * b[i, :]. The inner loop is contiguous and
+// needs no reassociation, so it vectorises and the sum order is fixed.
+template <typename T>
+RNN_EXT_INLINE void small_mm_row(const T* __restrict a, const T* __restrict b, T* __restrict out, int64_t K,
+                                 int64_t N, bool accumulate) {
+  if (!accumulate) {
+    for (int64_t n = 0; n < N; ++n) out[n] = T(0);
+  }
+  for (int64_t i = 0; i < K; ++i) {
+    const T ai = a[i];
+    const T* __restrict bi = b + i * N;
+    for (int64_t n = 0; n < N; ++n) out[n] += ai * bi[n];
+  }
+}
+RNN_EXT_CLONES void small_mm_f32(const float* a, const float* b, float* out, int64_t rows, int64_t K, int64_t N,
+                                 bool accumulate) {
+  for (int64_t r = 0; r < rows; ++r) small_mm_row<float>(a + r * K, b, out + r * N, K, N, accumulate);
+}
+void small_mm_f64(const double* a, const double* b, double* out, int64_t rows, int64_t K, int64_t N,
+                  bool accumulate) {
+  for (int64_t r = 0; r < rows; ++r) small_mm_row<double>(a + r * K, b, out + r * N, K, N, accumulate);
+}
+
 }  // namespace
 
 void lstm_forward_step_cpu(const LstmForwardStep& s) { dispatch(s.dtype, [&](auto t) { lstm_fwd<decltype(t)>(s); }); }
@@ -350,5 +374,18 @@ void gru_forward_step_cpu(const GruForwardStep& s) { dispatch(s.dtype, [&](auto 
 void gru_backward_step_cpu(const GruBackwardStep& s) { dispatch(s.dtype, [&](auto t) { gru_bwd<decltype(t)>(s); }); }
 void rnn_forward_step_cpu(const RnnForwardStep& s) { dispatch(s.dtype, [&](auto t) { rnn_fwd<decltype(t)>(s); }); }
 void rnn_backward_step_cpu(const RnnBackwardStep& s) { dispatch(s.dtype, [&](auto t) { rnn_bwd<decltype(t)>(s); }); }
+
+void small_mm_cpu(DType dtype, const void* a, const void* b, void* out, int64_t rows, int64_t K, int64_t N,
+                  bool accumulate) {
+  if (dtype == DType::kFloat) {
+    small_mm_f32(static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(out), rows, K, N,
+                 accumulate);
+  } else if (dtype == DType::kDouble) {
+    small_mm_f64(static_cast<const double*>(a), static_cast<const double*>(b), static_cast<double*>(out), rows, K,
+                 N, accumulate);
+  } else {
+    throw std::invalid_argument("rnn_ext: small_mm_cpu supports float32 and float64 only");
+  }
+}
 
 }  // namespace rnn_ext
