@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rnn_ext
 
-REPEATS = 4
+REPEATS = 3
 CASES = [
     ("LSTM", {}),
     ("LSTM", {"proj_size": 3}),
@@ -43,6 +43,17 @@ def deterministic_flag(request, monkeypatch):
     finally:
         torch.use_deterministic_algorithms(before, warn_only=before_warn)
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+@pytest.fixture
+def one_intra_op_thread():
+    """The small-shape grid runs single-threaded (its steps have <= 5 rows, which the kernels never
+    split anyway): on a shared 2-core CI box, OpenMP regions with a descheduled second thread made
+    this file 50x slower. Multi-threaded row splitting has its own test below."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _model(name, kw, device, dtype, dropout=0.0):
@@ -92,7 +103,7 @@ def _assert_bitwise(a, b, what):
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
-def test_repeated_runs_bitwise_identical(device, name, kw, dtype, packed, deterministic_flag):
+def test_repeated_runs_bitwise_identical(device, name, kw, dtype, packed, deterministic_flag, one_intra_op_thread):
     m = _model(name, kw, device, dtype)
     x, inp = _inputs(packed, device, dtype)
     first = _run(m, x, inp, device, dtype)
@@ -107,7 +118,7 @@ def test_repeated_runs_bitwise_identical(device, name, kw, dtype, packed, determ
 
 
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
-def test_deterministic_flag_does_not_change_results(device, name, kw, monkeypatch):
+def test_deterministic_flag_does_not_change_results(device, name, kw, monkeypatch, one_intra_op_thread):
     """Results with and without torch.use_deterministic_algorithms(True) are bitwise equal."""
     dtype = torch.float64
     monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG", ":4096:8"))
@@ -127,7 +138,7 @@ def test_deterministic_flag_does_not_change_results(device, name, kw, monkeypatc
 
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 @pytest.mark.parametrize("name,kw", CASES, ids=IDS)
-def test_dropout_same_seed_same_result(device, name, kw, packed):
+def test_dropout_same_seed_same_result(device, name, kw, packed, one_intra_op_thread):
     dtype = torch.float32
     m = _model(name, kw, device, dtype, dropout=0.4)
     m.train()
@@ -147,6 +158,31 @@ def test_dropout_same_seed_same_result(device, name, kw, packed):
         evals.append(_run(m, x, inp, device, dtype))
     _assert_bitwise(evals[1], evals[0], "eval mode")
     assert not torch.equal(evals[0][0], runs[0][0])
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU"])
+def test_multithreaded_row_split_bitwise_identical(device, name):
+    """Batch 96 x hidden 128: the CPU step kernels split rows across intra-op threads
+    (at::parallel_for); results must not depend on the split or the thread count."""
+    dtype = torch.float32
+    torch.manual_seed(11)
+    m = getattr(rnn_ext, name)(7, 128, num_layers=2, bidirectional=True, dtype=dtype).to(device)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(4, 96, 7, generator=g, dtype=dtype).to(device).requires_grad_()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(max(2, threads))
+        first = _run(m, x, False, device, dtype)
+        _assert_bitwise(_run(m, x, False, device, dtype), first, "repeat, multi-threaded")
+        torch.set_num_threads(1)
+        single = _run(m, x, False, device, dtype)
+    finally:
+        torch.set_num_threads(threads)
+    assert first[-1].abs().sum() > 0
+    # the BLAS library may block GEMMs differently per thread count, so 1 vs many threads
+    # is compared within rounding (bitwise equality is only required run to run)
+    for k, (a, b) in enumerate(zip(single, first)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m: f"1 vs many threads [{k}]: {m}")
 
 
 def test_bitwise_check_is_sensitive():
