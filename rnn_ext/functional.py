@@ -30,6 +30,15 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
     return torch.get_autocast_dtype(device_type)
 
 
+def autocast_cast(input: Tensor, hx: Sequence[Tensor], weights: Sequence[Optional[Tensor]]):
+    """Apply the autocast policy above: cast input, states and weights when autocast is on."""
+    cast = autocast_dtype(input.device.type)
+    if cast is None:
+        return input, list(hx), list(weights)
+    return (input.to(cast), [h.to(cast) for h in hx],
+            [w.to(cast) if w is not None else None for w in weights])
+
+
 def recurrence(
     mode: str,
     input: Tensor,
@@ -56,11 +65,7 @@ def recurrence(
     Returns:
         (output, [h_n] or [h_n, c_n]) with output (T, B, D*Hout) or (N, D*Hout).
     """
-    cast = autocast_dtype(input.device.type)
-    if cast is not None:
-        input = input.to(cast)
-        hx = [h.to(cast) for h in hx]
-        weights = [w.to(cast) if w is not None else None for w in weights]
+    input, hx, weights = autocast_cast(input, hx, weights)
     per_group = 2 + (2 if has_bias else 0) + (1 if has_proj else 0)
     directions = 2 if bidirectional else 1
     finals: list[list[Tensor]] = [[] for _ in hx]

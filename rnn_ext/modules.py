@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _ops
-from .functional import recurrence
+from .functional import autocast_cast, recurrence
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
@@ -292,14 +292,7 @@ class _Cell(nn.RNNCellBase):
             if h.dim() != 2 or h.size(1) != self.hidden_size:
                 got = h.size(1) if h.dim() > 1 else "none"
                 raise RuntimeError(f"hidden{idx} has inconsistent hidden_size: got {got}, expected {self.hidden_size}")
-        cast = None
-        from .functional import autocast_dtype
-        cast = autocast_dtype(input.device.type)
-        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        if cast is not None:
-            input = input.to(cast)
-            hx = [h.to(cast) for h in hx]
-            weights = [w.to(cast) if w is not None else None for w in weights]
+        input, hx, weights = autocast_cast(input, hx, [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh])
         return input.unsqueeze(0), hx, weights, is_batched
 
 
