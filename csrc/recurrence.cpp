@@ -17,12 +17,16 @@
 #include "recurrence.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "common/cell_steps.h"
+#include "cpu/fused_cpu.h"
 
 namespace rnn_ext {
 namespace {
@@ -223,6 +227,68 @@ Tensor bias_grad(const Tensor& d_gates, at::ScalarType dtype) {
 Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows, cols}).contiguous(); }
 
 
+// ------------------------------------------------------------ fused CPU path
+// float32/float64 on the CPU without projection run the whole sequence in one
+// fused kernel (csrc/cpu/fused_cpu.h). RNN_EXT_CPU_PATH=stepwise forces the
+// per-step path (GEMM + pointwise kernel per step), which half types and
+// LSTM projection always use.
+bool use_fused(const Tensor& x, int64_t H, int64_t B) {
+  if (!x.is_cpu() || H == 0 || B == 0) return false;
+  if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) return false;
+  const char* env = std::getenv("RNN_EXT_CPU_PATH");
+  return !(env && std::string(env) == "stepwise");
+}
+
+// Step order, rows and offsets as the fused kernels take them.
+struct FusedSteps {
+  std::vector<int64_t> rows, offset;
+  fused::Steps view() const { return {static_cast<int64_t>(rows.size()), rows.data(), offset.data()}; }
+};
+
+FusedSteps fused_steps(const Schedule& s) {
+  FusedSteps f;
+  for (int64_t k = 0; k < s.T; ++k) {
+    f.rows.push_back(s.bs[s.time(k)]);
+    f.offset.push_back(s.offset[s.time(k)]);
+  }
+  return f;
+}
+
+int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
+Tensor packed_weights(fused::Cell cell, const Tensor& w_hh, int64_t H, bool for_backward) {
+  const bool dbl = w_hh.scalar_type() == at::kDouble;
+  const Tensor w = w_hh.contiguous();
+  Tensor out = at::empty({for_backward ? fused::packed_backward_size(cell, dbl, H)
+                                       : fused::packed_forward_size(cell, dbl, H)}, w.options());
+  if (for_backward) fused::pack_backward(cell, dbl, w.data_ptr(), H, out.data_ptr());
+  else fused::pack_forward(cell, dbl, w.data_ptr(), H, out.data_ptr());
+  return out;
+}
+
+// X W_ih^T plus the biases that are added outside any gate product.
+Tensor input_gates(const Tensor& x2d, const Tensor& w_ih, const Tensor& bias) {
+  return bias.defined() ? at::addmm(bias, x2d, w_ih.t()) : at::mm(x2d, w_ih.t());
+}
+
+Tensor sum_defined(const Tensor& a, const Tensor& b) {
+  if (a.defined() && b.defined()) return a + b;
+  return a.defined() ? a : b;
+}
+
+// h_n from the fused forward's outputs: each row's output at its last step.
+Tensor final_hidden(const FusedSteps& f, const Tensor& y2d, int64_t B) {
+  Tensor h_n = at::empty({B, y2d.size(1)}, y2d.options());
+  const int64_t T = static_cast<int64_t>(f.rows.size());
+  for (int64_t k = 0; k < T; ++k) {
+    const int64_t rows = f.rows[k], next = k + 1 < T ? std::min(rows, f.rows[k + 1]) : 0;
+    if (next < rows) h_n.narrow(0, next, rows - next).copy_(y2d.narrow(0, f.offset[k] + next, rows - next));
+  }
+  return h_n;
+}
+
+fused::Cell rnn_cell(bool relu) { return relu ? fused::Cell::kRnnRelu : fused::Cell::kRnnTanh; }
+
 }  // namespace
 
 // ================================================================= LSTM
@@ -251,6 +317,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  if (!proj && use_fused(input, H, B)) {
+    const FusedSteps steps = fused_steps(s);
+    const Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, sum_defined(b_ih, b_hh));
+    const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, false);
+    const Tensor h0c = h0.contiguous();
+    Tensor y = at::empty({s.N, H}, input.options());
+    Tensor c_state = c0.contiguous().clone();
+    Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options());
+    fused::Forward f{};
+    f.cell = fused::Cell::kLstm;
+    f.is_double = dtype == at::kDouble;
+    f.B = B;
+    f.H = H;
+    f.s = steps.view();
+    f.x_gates = x_gates.data_ptr();
+    f.w_packed = wp.data_ptr();
+    f.h0 = h0c.data_ptr();
+    f.c_state = c_state.data_ptr();
+    f.y = y.data_ptr();
+    f.ws = need_grad ? ws.data_ptr() : nullptr;
+    f.threads = fused_threads();
+    fused::forward(f);
+    return {y.view(out_shape(input, H)), final_hidden(steps, y, B), c_state, ws};
+  }
   const Kernels k = kernels_for(input);
 
   Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());  // (N, 4H), all steps at once
@@ -328,8 +418,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Tensor ws_c = ws.narrow(1, 4 * H, H);
   const bool small = small_path_ok(input, B);
   const StepMatrix w_hh_m(w_hh, small), w_hr_m(proj ? w_hr : Tensor(), small && proj);
+  const bool fuse = !proj && use_fused(input, H, B);
+  if (fuse) {
+    const FusedSteps steps = fused_steps(s);
+    const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, true);
+    const Tensor h0c = h0.contiguous();
+    fused::Backward b{};
+    b.cell = fused::Cell::kLstm;
+    b.is_double = dtype == at::kDouble;
+    b.B = B;
+    b.H = H;
+    b.s = steps.view();
+    b.w_packed = wp.data_ptr();
+    b.grad_y = gy.data_ptr();
+    b.y = y2d.data_ptr();
+    b.h0 = h0c.data_ptr();
+    b.c0 = c0_acc.data_ptr();
+    b.ws = ws.data_ptr();
+    b.dh_state = dh_state.data_ptr();
+    b.dc_state = dc_state.data_ptr();
+    b.d_gates = d_gates.data_ptr();
+    b.threads = fused_threads();
+    fused::backward(b);
+  }
 
-  for (int64_t step = s.T - 1; step >= 0; --step) {
+  for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     const int64_t n = s.inherited(step);
@@ -402,6 +515,32 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  if (use_fused(input, H, B)) {
+    // b_hr and b_hz join the input side; b_hn stays inside r * (W_hn h + b_hn)
+    Tensor b_hn = b_hh.defined() ? b_hh.narrow(0, 2 * H, H).contiguous() : at::zeros({H}, input.options());
+    Tensor b_side = b_hh.defined() ? at::cat({b_hh.narrow(0, 0, 2 * H), at::zeros({H}, input.options())}) : Tensor();
+    const FusedSteps steps = fused_steps(s);
+    const Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, sum_defined(b_ih, b_side));
+    const Tensor wp = packed_weights(fused::Cell::kGru, w_hh, H, false);
+    const Tensor h0c = h0.contiguous();
+    Tensor y = at::empty({s.N, H}, input.options());
+    Tensor ws = at::empty({need_grad ? s.N : 0, 4 * H}, input.options());
+    fused::Forward f{};
+    f.cell = fused::Cell::kGru;
+    f.is_double = dtype == at::kDouble;
+    f.B = B;
+    f.H = H;
+    f.s = steps.view();
+    f.x_gates = x_gates.data_ptr();
+    f.b_hn = b_hn.data_ptr();
+    f.w_packed = wp.data_ptr();
+    f.h0 = h0c.data_ptr();
+    f.y = y.data_ptr();
+    f.ws = need_grad ? ws.data_ptr() : nullptr;
+    f.threads = fused_threads();
+    fused::forward(f);
+    return {y.view(out_shape(input, H)), final_hidden(steps, y, B), ws};
+  }
   const Kernels k = kernels_for(input);
 
   Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
@@ -458,8 +597,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dg_ih = at::empty({s.N, G}, input.options());
   Tensor dg_hh = at::empty({s.N, G}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
+  const bool fuse = use_fused(input, H, B);
+  if (fuse) {
+    const FusedSteps steps = fused_steps(s);
+    const Tensor wp = packed_weights(fused::Cell::kGru, w_hh, H, true);
+    const Tensor y2d = mat(output, s.N, H), h0c = h0.contiguous();
+    fused::Backward b{};
+    b.cell = fused::Cell::kGru;
+    b.is_double = dtype == at::kDouble;
+    b.B = B;
+    b.H = H;
+    b.s = steps.view();
+    b.w_packed = wp.data_ptr();
+    b.grad_y = gy.data_ptr();
+    b.y = y2d.data_ptr();
+    b.h0 = h0c.data_ptr();
+    b.ws = ws.data_ptr();
+    b.dh_state = dh_state.data_ptr();
+    b.d_gates = dg_ih.data_ptr();
+    b.d_gates_hh = dg_hh.data_ptr();
+    b.threads = fused_threads();
+    fused::backward(b);
+  }
 
-  for (int64_t step = s.T - 1; step >= 0; --step) {
+  for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     GruBackwardStep a{};
@@ -504,6 +665,26 @@ std::tuple<Tensor, Tensor> rnn_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type();
+  if (use_fused(input, H, B)) {
+    const FusedSteps steps = fused_steps(s);
+    const Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, sum_defined(b_ih, b_hh));
+    const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, false);
+    const Tensor h0c = h0.contiguous();
+    Tensor y = at::empty({s.N, H}, input.options());
+    fused::Forward f{};
+    f.cell = rnn_cell(relu);
+    f.is_double = dtype == at::kDouble;
+    f.B = B;
+    f.H = H;
+    f.s = steps.view();
+    f.x_gates = x_gates.data_ptr();
+    f.w_packed = wp.data_ptr();
+    f.h0 = h0c.data_ptr();
+    f.y = y.data_ptr();
+    f.threads = fused_threads();
+    fused::forward(f);
+    return {y.view(out_shape(input, H)), final_hidden(steps, y, B)};
+  }
   const Kernels k = kernels_for(input);
 
   Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
@@ -553,7 +734,25 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor d_gates = at::empty({s.N, H}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
-  for (int64_t step = s.T - 1; step >= 0; --step) {
+  const bool fuse = use_fused(input, H, B);
+  if (fuse) {
+    const FusedSteps steps = fused_steps(s);
+    const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, true);
+    fused::Backward b{};
+    b.cell = rnn_cell(relu);
+    b.is_double = dtype == at::kDouble;
+    b.B = B;
+    b.H = H;
+    b.s = steps.view();
+    b.w_packed = wp.data_ptr();
+    b.grad_y = gy.data_ptr();
+    b.y = y2d.data_ptr();
+    b.dh_state = dh_state.data_ptr();
+    b.d_gates = d_gates.data_ptr();
+    b.threads = fused_threads();
+    fused::backward(b);
+  }
+  for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     RnnBackwardStep a{};

@@ -18,13 +18,13 @@
 #include <vector>
 
 #include "common/cell_steps.h"
+#include "cpu/fast_math.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define RNN_EXT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define RNN_EXT_CLONES
 #endif
-#define RNN_EXT_INLINE inline __attribute__((always_inline))
 // Lambdas must inline too, or their loops escape the target clone.
 #define RNN_EXT_LAMBDA_INLINE __attribute__((always_inline))
 
@@ -33,49 +33,8 @@ namespace {
 
 template <typename T> struct Acc { using type = float; };
 template <> struct Acc<double> { using type = double; };
-
-// ---- float32 math: Cephes-style polynomials, ~1-2 ulp, NaN in -> NaN out.
-RNN_EXT_INLINE float exp2i(int32_t n) { n = (n + 127) << 23; float s; std::memcpy(&s, &n, 4); return s; }
-RNN_EXT_INLINE float exp_f32(float xin) {
-  // Clamp so that the exponent below lands on 128 (scale = +inf) for large x and
-  // on -127 (scale = 0) for very negative x: exp saturates like expf, so
-  // sigmoid(-inf) is exactly 0 and 0 * inf gives NaN as in torch. The
-  // comparisons keep NaN. (Selects between constants keep the loop vectorised.)
-  float x = xin > 88.7f ? 88.7f : xin;
-  x = x < -88.2f ? -88.2f : x;
-  float t = x * 1.44269504088896341f + 0.5f;
-  int32_t n = static_cast<int32_t>(t);  // floor without libm, so loops vectorise
-  n -= static_cast<float>(n) > t ? 1 : 0;
-  float fx = static_cast<float>(n);
-  float z = x - fx * 0.693359375f + fx * 2.12194440e-4f;
-  float y = 1.9875691500E-4f;
-  y = y * z + 1.3981999507E-3f;
-  y = y * z + 8.3333452709E-3f;
-  y = y * z + 4.1665795894E-2f;
-  y = y * z + 1.6666665459E-1f;
-  y = y * z + 5.0000001201E-1f;
-  y = y * z * z + z + 1.0f;
-  return y * exp2i(n);
-}
-RNN_EXT_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
-// tanh: odd polynomial near 0 (keeps relative accuracy), (1-e)/(1+e) with
-// e = exp(-2|x|) elsewhere. Written with selects only, which GCC vectorises.
-RNN_EXT_INLINE float tanh_(float x) {
-  float ax = x < 0.0f ? -x : x;
-  float z = ax * ax;
-  float p = -5.70498872745E-3f;
-  p = p * z + 2.06390887954E-2f;
-  p = p * z - 5.37397155531E-2f;
-  p = p * z + 1.33314422036E-1f;
-  p = p * z - 3.33332819422E-1f;
-  float small = p * z * x + x;
-  float e = exp_f32(-2.0f * ax);          // in (0, 1]: no overflow
-  float large = (1.0f - e) / (1.0f + e);
-  large = x < 0.0f ? -large : large;
-  return ax < 0.625f ? small : large;
-}
-RNN_EXT_INLINE double sigmoid_(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-RNN_EXT_INLINE double tanh_(double x) { return std::tanh(x); }
+using fast_math::sigmoid_;
+using fast_math::tanh_;
 
 // Enough rows per task that tiny steps (B=1) stay on one thread.
 inline int64_t grain_rows(int64_t hidden, int64_t gates) {

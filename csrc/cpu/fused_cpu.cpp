@@ -1,0 +1,512 @@
+// Fused whole-sequence CPU kernels (see fused_cpu.h for the contract).
+//
+// Work split: the hidden units are cut into blocks of one vector (LSTM, GRU:
+// the block's panel holds that vector's columns of every gate) or four
+// vectors (RNN, and every backward). Each thread owns a contiguous range of
+// blocks for the whole sequence, so the cell state of its units, the slice of
+// W_hh it multiplies by and the gate math all stay on its core; the threads
+// share only h_{t-1} (forward) or the gate gradients (backward), hence one
+// barrier per step.
+//
+// The micro-kernel keeps an MR x NV tile of vector accumulators in registers
+// and walks K once: per k it loads NV vectors of the panel and broadcasts MR
+// values of the left operand. Every output element is one dot product summed
+// in k order, whatever the thread count, so results are bitwise reproducible.
+//
+// Built from one generic source with GCC vector extensions, instantiated for
+// AVX-512, AVX2+FMA and a 16-byte baseline; the CPU is checked once at run time
+// (RNN_EXT_CPU_ISA=avx512|avx2|generic forces a narrower one, for testing).
+#include "cpu/fused_cpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+
+#include "cpu/fast_math.h"
+
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+namespace rnn_ext {
+namespace fused {
+namespace {
+
+using fast_math::sigmoid_;
+using fast_math::tanh_;
+
+// ------------------------------------------------------------ CPU features
+enum class Isa { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
+
+Isa detect_isa() {
+  Isa best = Isa::kGeneric;
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::kAvx2;
+  if (best == Isa::kAvx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    best = Isa::kAvx512;
+#endif
+  if (const char* env = std::getenv("RNN_EXT_CPU_ISA")) {  // may only narrow
+    Isa want = best;
+    if (!std::strcmp(env, "generic")) want = Isa::kGeneric;
+    else if (!std::strcmp(env, "avx2")) want = Isa::kAvx2;
+    else if (!std::strcmp(env, "avx512")) want = Isa::kAvx512;
+    if (static_cast<int>(want) < static_cast<int>(best)) best = want;
+  }
+  return best;
+}
+
+Isa isa() {
+  static const Isa value = detect_isa();
+  return value;
+}
+
+int vector_bytes() { return isa() == Isa::kAvx512 ? 64 : isa() == Isa::kAvx2 ? 32 : 16; }
+int64_t lanes(bool is_double) { return vector_bytes() / (is_double ? 8 : 4); }
+
+// ------------------------------------------------------------ layouts
+int gates_of(Cell c) { return c == Cell::kLstm ? 4 : c == Cell::kGru ? 3 : 1; }
+bool gated(Cell c) { return c == Cell::kLstm || c == Cell::kGru; }
+// Vectors per panel row, and hidden units per block.
+int forward_nv(Cell c) { return gated(c) ? gates_of(c) : 4; }
+int64_t forward_units(Cell c, int64_t W) { return gated(c) ? W : 4 * W; }
+constexpr int kBackwardNv = 4;
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+template <typename T>
+void pack_forward_t(Cell cell, const T* w, int64_t H, T* out, int64_t W) {
+  // Panel b, row k, vector v, lane l <- W_hh[gate v's unit b*W + l, k] (LSTM,
+  // GRU) or W_hh[b*4W + v*W + l, k] (RNN); zero past H. A transpose, done in
+  // (W x 16) tiles so that both reads and writes stay in cache lines.
+  constexpr int64_t kTile = 16;
+  const int nv = forward_nv(cell);
+  const int64_t units = forward_units(cell, W), blocks = ceil_div(H, units);
+  T tile[16][kTile];  // W <= 16
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int v = 0; v < nv; ++v) {
+      const int64_t unit0 = gated(cell) ? b * W : b * units + v * W;
+      const T* src = w + ((gated(cell) ? v * H : 0) + unit0) * H;
+      for (int64_t k0 = 0; k0 < H; k0 += kTile) {
+        const int64_t kn = std::min(kTile, H - k0);
+        for (int64_t l = 0; l < W; ++l)
+          for (int64_t kk = 0; kk < kn; ++kk) tile[l][kk] = unit0 + l < H ? src[l * H + k0 + kk] : T(0);
+        for (int64_t kk = 0; kk < kn; ++kk) {
+          T* dst = out + ((b * H + k0 + kk) * nv + v) * W;
+          for (int64_t l = 0; l < W; ++l) dst[l] = tile[l][kk];
+        }
+      }
+    }
+}
+
+template <typename T>
+void pack_backward_t(Cell cell, const T* w, int64_t H, T* out, int64_t W) {
+  // panel b, row k (k < G), column c  <-  W_hh[k, b*4W + c], zero past H
+  const int64_t G = gates_of(cell) * H, cols = kBackwardNv * W, blocks = ceil_div(H, cols);
+  for (int64_t b = 0; b < blocks; ++b)
+    for (int64_t k = 0; k < G; ++k)
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t unit = b * cols + c;
+        out[(b * G + k) * cols + c] = unit < H ? w[k * H + unit] : T(0);
+      }
+}
+
+// ------------------------------------------------------------ micro-kernel
+template <typename T, int W>
+struct VecOf {
+  typedef T type __attribute__((vector_size(sizeof(T) * W)));
+};
+
+// out (MR, NV*W) = sum_k a[m][k] * panel[k, :]
+template <typename T, int W, int NV, int MR>
+RNN_EXT_INLINE void micro_kernel(const T* const* a, const T* __restrict panel, int64_t K, T* __restrict out) {
+  using V = typename VecOf<T, W>::type;
+  V acc[MR][NV];
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < NV; ++v) acc[m][v] = V{};
+  const T* rows[MR];
+  for (int m = 0; m < MR; ++m) rows[m] = a[m];
+  for (int64_t k = 0; k < K; ++k) {
+    V w[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&w[v], panel + (k * NV + v) * W, sizeof(V));
+    for (int m = 0; m < MR; ++m) {
+      const T am = rows[m][k];
+      for (int v = 0; v < NV; ++v) acc[m][v] += am * w[v];
+    }
+  }
+  for (int m = 0; m < MR; ++m)
+    for (int v = 0; v < NV; ++v) std::memcpy(out + (m * NV + v) * W, &acc[m][v], sizeof(V));
+}
+
+// Same for any mr <= MR rows (the tail of the batch).
+template <typename T, int W, int NV, int MR>
+RNN_EXT_INLINE void tile(const T* const* a, int mr, const T* panel, int64_t K, T* out) {
+  if constexpr (MR > 1) {
+    if (mr < MR) {
+      tile<T, W, NV, MR - 1>(a, mr, panel, K, out);
+      return;
+    }
+  }
+  micro_kernel<T, W, NV, MR>(a, panel, K, out);
+}
+
+// Rows of the register tile: as many as the vector registers allow
+// (NV accumulators per row, NV panel vectors and a broadcast live at once).
+constexpr int tile_rows(int regs, int nv) {
+  int r = (regs - nv - 2) / nv;
+  return r < 1 ? 1 : r > 8 ? 8 : r;
+}
+
+// Software prefetch of n elements from p, one request per cache line.
+template <typename T>
+RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
+  const char* c = reinterpret_cast<const char*>(p);
+  const char* end = reinterpret_cast<const char*>(p + n);
+  for (; c < end; c += 64) {
+    if (for_write) __builtin_prefetch(c, 1, 3);
+    else __builtin_prefetch(c, 0, 3);
+  }
+}
+
+inline void team_barrier(int nt) {
+  if (nt > 1) {
+#pragma omp barrier
+  }
+}
+
+// This thread's blocks.
+struct Slice {
+  int64_t b0, b1;
+  Slice(int64_t blocks, int tid, int nt) : b0(blocks * tid / nt), b1(blocks * (tid + 1) / nt) {}
+};
+
+// ------------------------------------------------------------ forward
+// Gate math for one row and one block of units, on the tile `o` (gate v of
+// lane l at o[v*W + l]) and the precomputed input side `x` (gate v at x[v*H]).
+template <typename T, int W, bool kWs>
+RNN_EXT_INLINE void lstm_epilogue(const T* __restrict o, const T* __restrict x, T* __restrict c, T* __restrict y,
+                                  T* __restrict w, int64_t H, int64_t n) {
+  for (int64_t l = 0; l < n; ++l) {
+    const T i = sigmoid_(x[l] + o[l]);
+    const T f = sigmoid_(x[H + l] + o[W + l]);
+    const T g = tanh_(x[2 * H + l] + o[2 * W + l]);
+    const T og = sigmoid_(x[3 * H + l] + o[3 * W + l]);
+    const T cn = f * c[l] + i * g;
+    c[l] = cn;
+    y[l] = og * tanh_(cn);
+    if constexpr (kWs) { w[l] = i; w[H + l] = f; w[2 * H + l] = g; w[3 * H + l] = og; w[4 * H + l] = cn; }
+  }
+}
+
+// hp: h_{t-1} of this row; bn: the n part of b_hh (zeros without bias).
+template <typename T, int W, bool kWs>
+RNN_EXT_INLINE void gru_epilogue(const T* __restrict o, const T* __restrict x, const T* __restrict bn,
+                                 const T* __restrict hp, T* __restrict y, T* __restrict w, int64_t H, int64_t n) {
+  for (int64_t l = 0; l < n; ++l) {
+    const T rg = sigmoid_(x[l] + o[l]);
+    const T zg = sigmoid_(x[H + l] + o[W + l]);
+    const T hn = o[2 * W + l] + bn[l];
+    const T nn = tanh_(x[2 * H + l] + rg * hn);
+    y[l] = nn + zg * (hp[l] - nn);
+    if constexpr (kWs) { w[l] = rg; w[H + l] = zg; w[2 * H + l] = nn; w[3 * H + l] = hn; }
+  }
+}
+
+template <typename T, int W, int Regs, Cell C>
+RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
+  constexpr int NV = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 4;
+  constexpr int MR = tile_rows(Regs, NV);
+  constexpr int64_t UW = (C == Cell::kLstm || C == Cell::kGru) ? W : 4 * W;  // units per block
+  constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
+  const int64_t H = f.H, G = NG * H, K = H;
+  const Slice mine(ceil_div(H, UW), tid, nt);
+  const T* xg = static_cast<const T*>(f.x_gates);
+  const T* wp = static_cast<const T*>(f.w_packed);
+  const T* h0 = static_cast<const T*>(f.h0);
+  const T* b_hn = static_cast<const T*>(f.b_hn);
+  T* y = static_cast<T*>(f.y);
+  T* cs = static_cast<T*>(f.c_state);
+  T* ws = static_cast<T*>(f.ws);
+  alignas(64) T out[MR * NV * W];
+  const T* a[MR];
+
+  for (int64_t k = 0; k < f.s.T; ++k) {
+    const int64_t rows = f.s.rows[k], off = f.s.offset[k];
+    const int64_t inh = k ? std::min(rows, f.s.rows[k - 1]) : 0, prev = k ? f.s.offset[k - 1] : 0;
+    for (int64_t b = mine.b0; b < mine.b1; ++b) {
+      const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
+      const T* panel = wp + b * K * NV * W;
+      for (int64_t m0 = 0; m0 < rows; m0 += MR) {
+        const int mr = static_cast<int>(std::min<int64_t>(MR, rows - m0));
+        for (int m = 0; m < mr; ++m) {
+          const int64_t r = m0 + m;
+          a[m] = r < inh ? y + (prev + r) * H : h0 + r * H;
+        }
+        // The epilogue's rows of x_gates, y and the workspace are a page apart:
+        // no hardware prefetcher follows that, so ask for them before the tile.
+        for (int m = 0; m < mr; ++m) {
+          const int64_t row = off + m0 + m;
+          for (int64_t g = 0; g < NG; ++g) prefetch(xg + row * G + g * H + j0, nval, false);
+          prefetch(y + row * H + j0, nval, true);
+          if constexpr (C == Cell::kLstm || C == Cell::kGru) {
+            if (ws) {
+              for (int64_t g = 0; g < (C == Cell::kLstm ? 5 : 4); ++g)
+                prefetch(ws + row * (C == Cell::kLstm ? 5 : 4) * H + g * H + j0, nval, true);
+            }
+          }
+        }
+        tile<T, W, NV, MR>(a, mr, panel, K, out);
+        for (int m = 0; m < mr; ++m) {
+          const int64_t r = m0 + m, row = off + r;
+          const T* __restrict o = out + m * NV * W;
+          const T* __restrict x = xg + row * G + j0;
+          T* __restrict yo = y + row * H + j0;
+          if constexpr (C == Cell::kLstm) {
+            T* c = cs + r * H + j0;
+            if (ws) lstm_epilogue<T, W, true>(o, x, c, yo, ws + row * 5 * H + j0, H, nval);
+            else lstm_epilogue<T, W, false>(o, x, c, yo, nullptr, H, nval);
+          } else if constexpr (C == Cell::kGru) {
+            const T* hp = a[m] + j0;
+            if (ws) gru_epilogue<T, W, true>(o, x, b_hn + j0, hp, yo, ws + row * 4 * H + j0, H, nval);
+            else gru_epilogue<T, W, false>(o, x, b_hn + j0, hp, yo, nullptr, H, nval);
+          } else if constexpr (C == Cell::kRnnTanh) {
+            for (int64_t l = 0; l < nval; ++l) yo[l] = tanh_(x[l] + o[l]);
+          } else {
+            for (int64_t l = 0; l < nval; ++l) {
+              const T pre = x[l] + o[l];
+              yo[l] = pre < T(0) ? T(0) : pre;  // keeps NaN, as torch.relu
+            }
+          }
+        }
+      }
+    }
+    team_barrier(nt);
+  }
+}
+
+// ------------------------------------------------------------ backward
+template <typename T, int W, int Regs, Cell C>
+RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
+  constexpr int NV = kBackwardNv;
+  constexpr int MR = tile_rows(Regs, NV);
+  constexpr int64_t UW = NV * W;
+  constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
+  const int64_t H = bw.H, G = NG * H, T_ = bw.s.T;
+  const Slice mine(ceil_div(H, UW), tid, nt);
+  const T* wp = static_cast<const T*>(bw.w_packed);
+  const T* gy = static_cast<const T*>(bw.grad_y);
+  const T* y = static_cast<const T*>(bw.y);
+  const T* h0 = static_cast<const T*>(bw.h0);
+  const T* c0 = static_cast<const T*>(bw.c0);
+  const T* ws = static_cast<const T*>(bw.ws);
+  T* dhs = static_cast<T*>(bw.dh_state);
+  T* dcs = static_cast<T*>(bw.dc_state);
+  T* dg = static_cast<T*>(bw.d_gates);
+  T* dgh = C == Cell::kGru ? static_cast<T*>(bw.d_gates_hh) : dg;  // what multiplies W_hh
+  alignas(64) T out[MR * NV * W];
+  const T* a[MR];
+
+  for (int64_t k = T_ - 1; k >= -1; --k) {
+    // (1) dL/dh_{k} from step k+1: dh_state[:rows[k+1]] (+)= dgh_{k+1} @ W_hh, for my units
+    if (k + 1 < T_) {
+      const int64_t rn = bw.s.rows[k + 1], offn = bw.s.offset[k + 1];
+      for (int64_t b = mine.b0; b < mine.b1; ++b) {
+        const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
+        const T* panel = wp + b * G * NV * W;
+        for (int64_t m0 = 0; m0 < rn; m0 += MR) {
+          const int mr = static_cast<int>(std::min<int64_t>(MR, rn - m0));
+          for (int m = 0; m < mr; ++m) a[m] = dgh + (offn + m0 + m) * G;
+          tile<T, W, NV, MR>(a, mr, panel, G, out);
+          for (int m = 0; m < mr; ++m) {
+            T* __restrict d = dhs + (m0 + m) * H + j0;
+            const T* __restrict o = out + m * NV * W;
+            if constexpr (C == Cell::kGru) {
+              for (int64_t l = 0; l < nval; ++l) d[l] += o[l];
+            } else {
+              for (int64_t l = 0; l < nval; ++l) d[l] = o[l];
+            }
+          }
+        }
+      }
+    }
+    if (k < 0) break;
+    // (2) the pointwise derivative of step k, for my units
+    const int64_t rows = bw.s.rows[k], off = bw.s.offset[k];
+    const int64_t inh = k ? std::min(rows, bw.s.rows[k - 1]) : 0, prev = k ? bw.s.offset[k - 1] : 0;
+    for (int64_t b = mine.b0; b < mine.b1; ++b) {
+      const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row = off + r;
+        const T* __restrict g_in = gy + row * H + j0;
+        T* __restrict dh = dhs + r * H + j0;
+        if constexpr (C == Cell::kLstm) {
+          const T* __restrict w = ws + row * 5 * H + j0;
+          const T* __restrict cp = r < inh ? ws + (prev + r) * 5 * H + 4 * H + j0 : c0 + r * H + j0;
+          T* __restrict dc = dcs + r * H + j0;
+          T* __restrict d = dg + row * G + j0;
+          for (int64_t l = 0; l < nval; ++l) {
+            const T dhv = g_in[l] + dh[l];
+            const T i = w[l], fg = w[H + l], g = w[2 * H + l], o = w[3 * H + l], c = w[4 * H + l];
+            const T tc = tanh_(c);
+            const T dcv = dc[l] + dhv * o * (T(1) - tc * tc);
+            d[l] = dcv * g * i * (T(1) - i);
+            d[H + l] = dcv * cp[l] * fg * (T(1) - fg);
+            d[2 * H + l] = dcv * i * (T(1) - g * g);
+            d[3 * H + l] = dhv * tc * o * (T(1) - o);
+            dc[l] = dcv * fg;
+          }
+        } else if constexpr (C == Cell::kGru) {
+          const T* __restrict w = ws + row * 4 * H + j0;
+          const T* __restrict hp = r < inh ? y + (prev + r) * H + j0 : h0 + r * H + j0;
+          T* __restrict di = dg + row * G + j0;
+          T* __restrict dhh = dgh + row * G + j0;
+          for (int64_t l = 0; l < nval; ++l) {
+            const T dhv = g_in[l] + dh[l];
+            const T rg = w[l], zg = w[H + l], n = w[2 * H + l], hn = w[3 * H + l];
+            const T dn = dhv * (T(1) - zg) * (T(1) - n * n);
+            const T dz = dhv * (hp[l] - n) * zg * (T(1) - zg);
+            const T dr = dn * hn * rg * (T(1) - rg);
+            di[l] = dr;
+            di[H + l] = dz;
+            di[2 * H + l] = dn;
+            dhh[l] = dr;
+            dhh[H + l] = dz;
+            dhh[2 * H + l] = dn * rg;
+            dh[l] = dhv * zg;  // the direct part; step (1) adds dgh @ W_hh
+          }
+        } else {
+          const T* __restrict yv = y + row * H + j0;
+          T* __restrict d = dg + row * G + j0;
+          for (int64_t l = 0; l < nval; ++l) {
+            const T dhv = g_in[l] + dh[l];
+            // relu' as torch's threshold_backward: zero only where y <= 0 (NaN passes)
+            if constexpr (C == Cell::kRnnRelu) d[l] = yv[l] <= T(0) ? T(0) : dhv;
+            else d[l] = dhv * (T(1) - yv[l] * yv[l]);
+          }
+        }
+      }
+    }
+    team_barrier(nt);
+  }
+}
+
+// ------------------------------------------------------------ instantiation
+template <typename T, int W, int Regs>
+RNN_EXT_INLINE void forward_any(const Forward& f, int tid, int nt) {
+  switch (f.cell) {
+    case Cell::kLstm: forward_thread<T, W, Regs, Cell::kLstm>(f, tid, nt); break;
+    case Cell::kGru: forward_thread<T, W, Regs, Cell::kGru>(f, tid, nt); break;
+    case Cell::kRnnTanh: forward_thread<T, W, Regs, Cell::kRnnTanh>(f, tid, nt); break;
+    case Cell::kRnnRelu: forward_thread<T, W, Regs, Cell::kRnnRelu>(f, tid, nt); break;
+  }
+}
+template <typename T, int W, int Regs>
+RNN_EXT_INLINE void backward_any(const Backward& b, int tid, int nt) {
+  switch (b.cell) {
+    case Cell::kLstm: backward_thread<T, W, Regs, Cell::kLstm>(b, tid, nt); break;
+    case Cell::kGru: backward_thread<T, W, Regs, Cell::kGru>(b, tid, nt); break;
+    case Cell::kRnnTanh: backward_thread<T, W, Regs, Cell::kRnnTanh>(b, tid, nt); break;
+    case Cell::kRnnRelu: backward_thread<T, W, Regs, Cell::kRnnRelu>(b, tid, nt); break;
+  }
+}
+
+using ForwardFn = void (*)(const Forward&, int, int);
+using BackwardFn = void (*)(const Backward&, int, int);
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define RNN_EXT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2")))
+#define RNN_EXT_AVX2 __attribute__((target("avx2,fma,bmi2")))
+RNN_EXT_AVX512 void fwd_avx512_f32(const Forward& f, int t, int n) { forward_any<float, 16, 32>(f, t, n); }
+RNN_EXT_AVX512 void fwd_avx512_f64(const Forward& f, int t, int n) { forward_any<double, 8, 32>(f, t, n); }
+RNN_EXT_AVX2 void fwd_avx2_f32(const Forward& f, int t, int n) { forward_any<float, 8, 16>(f, t, n); }
+RNN_EXT_AVX2 void fwd_avx2_f64(const Forward& f, int t, int n) { forward_any<double, 4, 16>(f, t, n); }
+RNN_EXT_AVX512 void bwd_avx512_f32(const Backward& b, int t, int n) { backward_any<float, 16, 32>(b, t, n); }
+RNN_EXT_AVX512 void bwd_avx512_f64(const Backward& b, int t, int n) { backward_any<double, 8, 32>(b, t, n); }
+RNN_EXT_AVX2 void bwd_avx2_f32(const Backward& b, int t, int n) { backward_any<float, 8, 16>(b, t, n); }
+RNN_EXT_AVX2 void bwd_avx2_f64(const Backward& b, int t, int n) { backward_any<double, 4, 16>(b, t, n); }
+#endif
+void fwd_generic_f32(const Forward& f, int t, int n) { forward_any<float, 4, 16>(f, t, n); }
+void fwd_generic_f64(const Forward& f, int t, int n) { forward_any<double, 2, 16>(f, t, n); }
+void bwd_generic_f32(const Backward& b, int t, int n) { backward_any<float, 4, 16>(b, t, n); }
+void bwd_generic_f64(const Backward& b, int t, int n) { backward_any<double, 2, 16>(b, t, n); }
+
+ForwardFn forward_fn(bool is_double) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (isa() == Isa::kAvx512) return is_double ? fwd_avx512_f64 : fwd_avx512_f32;
+  if (isa() == Isa::kAvx2) return is_double ? fwd_avx2_f64 : fwd_avx2_f32;
+#endif
+  return is_double ? fwd_generic_f64 : fwd_generic_f32;
+}
+BackwardFn backward_fn(bool is_double) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (isa() == Isa::kAvx512) return is_double ? bwd_avx512_f64 : bwd_avx512_f32;
+  if (isa() == Isa::kAvx2) return is_double ? bwd_avx2_f64 : bwd_avx2_f32;
+#endif
+  return is_double ? bwd_generic_f64 : bwd_generic_f32;
+}
+
+// Threads for one op call: a step must carry enough multiply-adds per thread
+// to pay for the barrier, and each thread needs at least one block.
+int team_size(int max_threads, int64_t blocks, int64_t fmas_per_step) {
+  constexpr int64_t kMinFmasPerThread = 1 << 15;
+  int64_t n = std::min<int64_t>(max_threads, blocks);
+  n = std::min<int64_t>(n, std::max<int64_t>(1, fmas_per_step / kMinFmasPerThread));
+  return static_cast<int>(std::max<int64_t>(1, n));
+}
+
+template <typename F>
+void run_team(int nt, const F& fn) {
+  if (nt <= 1) {
+    fn(0, 1);
+    return;
+  }
+#pragma omp parallel num_threads(nt)
+  fn(omp_get_thread_num(), omp_get_num_threads());
+}
+
+}  // namespace
+
+int64_t packed_forward_size(Cell cell, bool is_double, int64_t H) {
+  const int64_t W = lanes(is_double), units = forward_units(cell, W);
+  return ceil_div(H, units) * H * forward_nv(cell) * W;
+}
+
+int64_t packed_backward_size(Cell cell, bool is_double, int64_t H) {
+  const int64_t W = lanes(is_double), cols = kBackwardNv * W;
+  return ceil_div(H, cols) * gates_of(cell) * H * cols;
+}
+
+void pack_forward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out) {
+  if (is_double) pack_forward_t(cell, static_cast<const double*>(w_hh), H, static_cast<double*>(out), lanes(true));
+  else pack_forward_t(cell, static_cast<const float*>(w_hh), H, static_cast<float*>(out), lanes(false));
+}
+
+void pack_backward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out) {
+  if (is_double) pack_backward_t(cell, static_cast<const double*>(w_hh), H, static_cast<double*>(out), lanes(true));
+  else pack_backward_t(cell, static_cast<const float*>(w_hh), H, static_cast<float*>(out), lanes(false));
+}
+
+void forward(const Forward& f) {
+  const int64_t W = lanes(f.is_double), G = gates_of(f.cell) * f.H;
+  const int nt = team_size(f.threads, ceil_div(f.H, forward_units(f.cell, W)), f.B * f.H * G);
+  const ForwardFn fn = forward_fn(f.is_double);
+  run_team(nt, [&](int tid, int n) { fn(f, tid, n); });
+}
+
+void backward(const Backward& b) {
+  const int64_t W = lanes(b.is_double), G = gates_of(b.cell) * b.H;
+  const int nt = team_size(b.threads, ceil_div(b.H, kBackwardNv * W), b.B * b.H * G);
+  const BackwardFn fn = backward_fn(b.is_double);
+  run_team(nt, [&](int tid, int n) { fn(b, tid, n); });
+}
+
+const char* isa_name() {
+  switch (isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "generic";
+  }
+}
+
+}  // namespace fused
+}  // namespace rnn_ext

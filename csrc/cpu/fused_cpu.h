@@ -1,0 +1,79 @@
+// Fused whole-sequence CPU kernels for float32 and float64: one parallel
+// region per op call, in which each thread owns a fixed slice of hidden units
+// for every step, multiplies h_{t-1} by its slice of W_hh (packed once per
+// call into panels that stay in its L2), applies the gate math to the result
+// while it is still in L1, and meets the other threads at one barrier per step.
+// No ATen call, allocation or thread launch happens inside the step loop.
+//
+// Plain C++ on raw pointers, like csrc/common/cell_steps.h; the driver
+// (csrc/recurrence.cpp) prepares the tensors. All matrices are row-major and
+// dense. "N" is the total number of rows (T*B, or the packed row count).
+#pragma once
+#include <cstdint>
+
+namespace rnn_ext {
+namespace fused {
+
+enum class Cell : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };
+
+// The steps in processing order (forward op: k = 0..T-1 is the order the
+// recurrence runs in, whatever the direction). At step k, rows[k] batch rows
+// are active, stored at rows offset[k]..offset[k]+rows[k] of the (N, .) row
+// arrays. Row m's previous state at step k comes from step k-1's output when
+// m < min(rows[k], rows[k-1]), else from h0 (it starts there).
+struct Steps {
+  int64_t T;
+  const int64_t* rows;
+  const int64_t* offset;
+};
+
+struct Forward {
+  Cell cell;
+  bool is_double;         // float64, else float32
+  int64_t B, H;           // batch, hidden size (no projection)
+  Steps s;
+  const void* x_gates;    // (N, G): X W_ih^T + b_ih + b_hh (GRU: without b_hn)
+  const void* b_hn;       // GRU: (H) the n part of b_hh (zeros without bias)
+  const void* w_packed;   // pack_forward(W_hh)
+  const void* h0;         // (B, H)
+  void* c_state;          // LSTM: (B, H) c0 in, c_n out
+  void* y;                // (N, H) outputs h_t
+  void* ws;               // null, or LSTM (N, 5H) [i f g o | c], GRU (N, 4H) [r z n | hn]
+  int threads;            // upper bound; fewer are used for small steps
+};
+
+// Backward: steps in the same processing order as the forward op; the loop
+// runs k = T-1 down to 0.
+struct Backward {
+  Cell cell;
+  bool is_double;
+  int64_t B, H;
+  Steps s;
+  const void* w_packed;   // pack_backward(W_hh)
+  const void* grad_y;     // (N, H)
+  const void* y;          // (N, H) forward outputs
+  const void* h0;         // (B, H)
+  const void* c0;         // LSTM: (B, H)
+  const void* ws;         // the forward workspace (LSTM, GRU)
+  void* dh_state;         // (B, H): grad_h_n in, grad_h0 out
+  void* dc_state;         // LSTM: (B, H): grad_c_n in, grad_c0 out
+  void* d_gates;          // (N, G): gradient of the pre-activations (GRU: x side)
+  void* d_gates_hh;       // GRU: (N, 3H) gradient of W_hh h + b_hh
+  int threads;
+};
+
+// Packed W_hh (G, H, dense), in elements of the op dtype. The layout depends
+// on the CPU's vector width, chosen once per process.
+int64_t packed_forward_size(Cell cell, bool is_double, int64_t H);
+int64_t packed_backward_size(Cell cell, bool is_double, int64_t H);
+void pack_forward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out);
+void pack_backward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out);
+
+void forward(const Forward& f);
+void backward(const Backward& b);
+
+// Which instruction set the kernels use on this CPU: "avx512", "avx2" or "generic".
+const char* isa_name();
+
+}  // namespace fused
+}  // namespace rnn_ext
