@@ -266,14 +266,12 @@ Tensor packed_weights(fused::Cell cell, const Tensor& w_hh, int64_t H, bool for_
   return out;
 }
 
-// X W_ih^T plus the biases that are added outside any gate product.
-Tensor input_gates(const Tensor& x2d, const Tensor& w_ih, const Tensor& bias) {
-  return bias.defined() ? at::addmm(bias, x2d, w_ih.t()) : at::mm(x2d, w_ih.t());
-}
-
-Tensor sum_defined(const Tensor& a, const Tensor& b) {
-  if (a.defined() && b.defined()) return a + b;
-  return a.defined() ? a : b;
+// The biases that add to X W_ih^T outside any gate product, as one dense
+// (G) vector (zeros when there are none).
+Tensor input_side_bias(const Tensor& a, const Tensor& b, int64_t G, const at::TensorOptions& options) {
+  if (a.defined() && b.defined()) return (a + b).contiguous();
+  if (a.defined() || b.defined()) return (a.defined() ? a : b).contiguous();
+  return at::zeros({G}, options);
 }
 
 // h_n from the fused forward's outputs: each row's output at its last step.
@@ -319,7 +317,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
   if (!proj && use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
-    const Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, sum_defined(b_ih, b_hh));
+    const Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+    const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
     const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
@@ -332,6 +331,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     f.H = H;
     f.s = steps.view();
     f.x_gates = x_gates.data_ptr();
+    f.bias = bias.data_ptr();
     f.w_packed = wp.data_ptr();
     f.h0 = h0c.data_ptr();
     f.c_state = c_state.data_ptr();
@@ -520,7 +520,8 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     Tensor b_hn = b_hh.defined() ? b_hh.narrow(0, 2 * H, H).contiguous() : at::zeros({H}, input.options());
     Tensor b_side = b_hh.defined() ? at::cat({b_hh.narrow(0, 0, 2 * H), at::zeros({H}, input.options())}) : Tensor();
     const FusedSteps steps = fused_steps(s);
-    const Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, sum_defined(b_ih, b_side));
+    const Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+    const Tensor bias = input_side_bias(b_ih, b_side, G, input.options());
     const Tensor wp = packed_weights(fused::Cell::kGru, w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
@@ -532,6 +533,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     f.H = H;
     f.s = steps.view();
     f.x_gates = x_gates.data_ptr();
+    f.bias = bias.data_ptr();
     f.b_hn = b_hn.data_ptr();
     f.w_packed = wp.data_ptr();
     f.h0 = h0c.data_ptr();
@@ -667,7 +669,8 @@ std::tuple<Tensor, Tensor> rnn_forward(
   const auto dtype = input.scalar_type();
   if (use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
-    const Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, sum_defined(b_ih, b_hh));
+    const Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+    const Tensor bias = input_side_bias(b_ih, b_hh, H, input.options());
     const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
@@ -678,6 +681,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
     f.H = H;
     f.s = steps.view();
     f.x_gates = x_gates.data_ptr();
+    f.bias = bias.data_ptr();
     f.w_packed = wp.data_ptr();
     f.h0 = h0c.data_ptr();
     f.y = y.data_ptr();

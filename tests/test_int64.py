@@ -37,21 +37,28 @@ import torch
 import rnn_ext
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ["csrc/cpu/cells_cpu.cpp", "csrc/cuda/cells_cuda.cu", "csrc/common/cell_steps.h", "csrc/recurrence.cpp"]
+SOURCES = ["csrc/cpu/cells_cpu.cpp", "csrc/cpu/fast_math.h", "csrc/cpu/fused_cpu.cpp", "csrc/cpu/fused_cpu.h",
+           "csrc/cuda/cells_cuda.cu", "csrc/common/cell_steps.h", "csrc/recurrence.cpp"]
 
 # 32-bit or narrower integer types that must not hold sizes, offsets or indices.
 NARROW = re.compile(r"\b(int|unsigned|short|int32_t|uint32_t|int16_t|uint16_t|int8_t|uint8_t)\b")
 
 # Reviewed uses of narrow integer types: (file suffix, regex on the comment-free line, reason).
 ALLOWLIST = [
-    ("cells_cpu.cpp", r"\bexp2i\(int32_t \w+\)", "float32 exponent bits for exp(): |n| <= 128, not an index"),
-    ("cells_cpu.cpp", r"\bint32_t \w+ = static_cast<int32_t>\(\w+\)", "floor() of the exp argument (|x| < 89)"),
-    ("cells_cpu.cpp", r"\bstd::memcpy\(&\w+, &\w+, (4|sizeof\(\w+\))\)", "bit cast of the int32 exponent"),
+    ("fast_math.h", r"\bexp2i\(int32_t \w+\)", "float32 exponent bits for exp(): |n| <= 128, not an index"),
+    ("fast_math.h", r"\bint32_t \w+ = static_cast<int32_t>\(\w+\)", "floor() of the exp argument (|x| < 89)"),
+    ("fast_math.h", r"\bstd::memcpy\(&\w+, &\w+, (4|sizeof\(\w+\))\)", "bit cast of the int32 exponent"),
     ("cells_cuda.cu", r"\bfor \(int k = 0; k < [45]; \+\+k\)", "loop over the 4 LSTM gates"),
     ("cells_cuda.cu", r"\bconstexpr int kThreads = \d+;", "threads per block"),
     ("cells_cuda.cu", r"static_cast<int>\(dtype\)", "enum value in an error message"),
     ("cells_cuda.cu", r"static_cast<unsigned>\(blocks\)", "grid size, clamped to kMaxBlocks before the launch"),
     ("cell_steps.h", r"\benum class DType : int\b", "enum storage"),
+    ("fused_cpu.h", r"\benum class Cell : int\b", "enum storage"),
+    ("fused_cpu.h", r"\bint threads;", "a thread count (OpenMP's int)"),
+    ("fused_cpu.cpp", r"\bint (tid|nt|t|n|max_threads|team_size)\b", "OpenMP thread ids and counts"),
+    ("fused_cpu.cpp", r"\(const (Forward|Backward)&, int, int\)", "OpenMP thread id and count"),
+    ("fused_cpu.cpp", r"return static_cast<int>\(std::max<int64_t>\(1, n\)\);", "thread count, <= max_threads"),
+    ("recurrence.cpp", r"\bint fused_threads\(\)", "thread count (at::get_num_threads)"),
 ]
 
 

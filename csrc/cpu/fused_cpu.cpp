@@ -52,7 +52,7 @@ Isa detect_isa() {
     if (!std::strcmp(env, "generic")) want = Isa::kGeneric;
     else if (!std::strcmp(env, "avx2")) want = Isa::kAvx2;
     else if (!std::strcmp(env, "avx512")) want = Isa::kAvx512;
-    if (static_cast<int>(want) < static_cast<int>(best)) best = want;
+    if (want < best) best = want;
   }
   return best;
 }
@@ -62,16 +62,16 @@ Isa isa() {
   return value;
 }
 
-int vector_bytes() { return isa() == Isa::kAvx512 ? 64 : isa() == Isa::kAvx2 ? 32 : 16; }
+int64_t vector_bytes() { return isa() == Isa::kAvx512 ? 64 : isa() == Isa::kAvx2 ? 32 : 16; }
 int64_t lanes(bool is_double) { return vector_bytes() / (is_double ? 8 : 4); }
 
 // ------------------------------------------------------------ layouts
-int gates_of(Cell c) { return c == Cell::kLstm ? 4 : c == Cell::kGru ? 3 : 1; }
+int64_t gates_of(Cell c) { return c == Cell::kLstm ? 4 : c == Cell::kGru ? 3 : 1; }
 bool gated(Cell c) { return c == Cell::kLstm || c == Cell::kGru; }
 // Vectors per panel row, and hidden units per block.
-int forward_nv(Cell c) { return gated(c) ? gates_of(c) : 4; }
+int64_t forward_nv(Cell c) { return gated(c) ? gates_of(c) : 4; }
 int64_t forward_units(Cell c, int64_t W) { return gated(c) ? W : 4 * W; }
-constexpr int kBackwardNv = 4;
+constexpr int64_t kBackwardNv = 4;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <typename T>
@@ -80,11 +80,11 @@ void pack_forward_t(Cell cell, const T* w, int64_t H, T* out, int64_t W) {
   // GRU) or W_hh[b*4W + v*W + l, k] (RNN); zero past H. A transpose, done in
   // (W x 16) tiles so that both reads and writes stay in cache lines.
   constexpr int64_t kTile = 16;
-  const int nv = forward_nv(cell);
+  const int64_t nv = forward_nv(cell);
   const int64_t units = forward_units(cell, W), blocks = ceil_div(H, units);
   T tile[16][kTile];  // W <= 16
   for (int64_t b = 0; b < blocks; ++b)
-    for (int v = 0; v < nv; ++v) {
+    for (int64_t v = 0; v < nv; ++v) {
       const int64_t unit0 = gated(cell) ? b * W : b * units + v * W;
       const T* src = w + ((gated(cell) ? v * H : 0) + unit0) * H;
       for (int64_t k0 = 0; k0 < H; k0 += kTile) {
@@ -112,35 +112,35 @@ void pack_backward_t(Cell cell, const T* w, int64_t H, T* out, int64_t W) {
 }
 
 // ------------------------------------------------------------ micro-kernel
-template <typename T, int W>
+template <typename T, int64_t W>
 struct VecOf {
   typedef T type __attribute__((vector_size(sizeof(T) * W)));
 };
 
 // out (MR, NV*W) = sum_k a[m][k] * panel[k, :]
-template <typename T, int W, int NV, int MR>
+template <typename T, int64_t W, int64_t NV, int64_t MR>
 RNN_EXT_INLINE void micro_kernel(const T* const* a, const T* __restrict panel, int64_t K, T* __restrict out) {
   using V = typename VecOf<T, W>::type;
   V acc[MR][NV];
-  for (int m = 0; m < MR; ++m)
-    for (int v = 0; v < NV; ++v) acc[m][v] = V{};
+  for (int64_t m = 0; m < MR; ++m)
+    for (int64_t v = 0; v < NV; ++v) acc[m][v] = V{};
   const T* rows[MR];
-  for (int m = 0; m < MR; ++m) rows[m] = a[m];
+  for (int64_t m = 0; m < MR; ++m) rows[m] = a[m];
   for (int64_t k = 0; k < K; ++k) {
     V w[NV];
-    for (int v = 0; v < NV; ++v) std::memcpy(&w[v], panel + (k * NV + v) * W, sizeof(V));
-    for (int m = 0; m < MR; ++m) {
+    for (int64_t v = 0; v < NV; ++v) std::memcpy(&w[v], panel + (k * NV + v) * W, sizeof(V));
+    for (int64_t m = 0; m < MR; ++m) {
       const T am = rows[m][k];
-      for (int v = 0; v < NV; ++v) acc[m][v] += am * w[v];
+      for (int64_t v = 0; v < NV; ++v) acc[m][v] += am * w[v];
     }
   }
-  for (int m = 0; m < MR; ++m)
-    for (int v = 0; v < NV; ++v) std::memcpy(out + (m * NV + v) * W, &acc[m][v], sizeof(V));
+  for (int64_t m = 0; m < MR; ++m)
+    for (int64_t v = 0; v < NV; ++v) std::memcpy(out + (m * NV + v) * W, &acc[m][v], sizeof(V));
 }
 
 // Same for any mr <= MR rows (the tail of the batch).
-template <typename T, int W, int NV, int MR>
-RNN_EXT_INLINE void tile(const T* const* a, int mr, const T* panel, int64_t K, T* out) {
+template <typename T, int64_t W, int64_t NV, int64_t MR>
+RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, const T* panel, int64_t K, T* out) {
   if constexpr (MR > 1) {
     if (mr < MR) {
       tile<T, W, NV, MR - 1>(a, mr, panel, K, out);
@@ -152,8 +152,8 @@ RNN_EXT_INLINE void tile(const T* const* a, int mr, const T* panel, int64_t K, T
 
 // Rows of the register tile: as many as the vector registers allow
 // (NV accumulators per row, NV panel vectors and a broadcast live at once).
-constexpr int tile_rows(int regs, int nv) {
-  int r = (regs - nv - 2) / nv;
+constexpr int64_t tile_rows(int64_t regs, int64_t nv) {
+  int64_t r = (regs - nv - 2) / nv;
   return r < 1 ? 1 : r > 8 ? 8 : r;
 }
 
@@ -182,15 +182,16 @@ struct Slice {
 
 // ------------------------------------------------------------ forward
 // Gate math for one row and one block of units, on the tile `o` (gate v of
-// lane l at o[v*W + l]) and the precomputed input side `x` (gate v at x[v*H]).
-template <typename T, int W, bool kWs>
-RNN_EXT_INLINE void lstm_epilogue(const T* __restrict o, const T* __restrict x, T* __restrict c, T* __restrict y,
-                                  T* __restrict w, int64_t H, int64_t n) {
+// lane l at o[v*W + l]), the precomputed input side `x` and the biases `bx`
+// that add to it (gate v at x[v*H], bx[v*H]).
+template <typename T, int64_t W, bool kWs>
+RNN_EXT_INLINE void lstm_epilogue(const T* __restrict o, const T* __restrict x, const T* __restrict bx,
+                                  T* __restrict c, T* __restrict y, T* __restrict w, int64_t H, int64_t n) {
   for (int64_t l = 0; l < n; ++l) {
-    const T i = sigmoid_(x[l] + o[l]);
-    const T f = sigmoid_(x[H + l] + o[W + l]);
-    const T g = tanh_(x[2 * H + l] + o[2 * W + l]);
-    const T og = sigmoid_(x[3 * H + l] + o[3 * W + l]);
+    const T i = sigmoid_(x[l] + bx[l] + o[l]);
+    const T f = sigmoid_(x[H + l] + bx[H + l] + o[W + l]);
+    const T g = tanh_(x[2 * H + l] + bx[2 * H + l] + o[2 * W + l]);
+    const T og = sigmoid_(x[3 * H + l] + bx[3 * H + l] + o[3 * W + l]);
     const T cn = f * c[l] + i * g;
     c[l] = cn;
     y[l] = og * tanh_(cn);
@@ -199,23 +200,24 @@ RNN_EXT_INLINE void lstm_epilogue(const T* __restrict o, const T* __restrict x, 
 }
 
 // hp: h_{t-1} of this row; bn: the n part of b_hh (zeros without bias).
-template <typename T, int W, bool kWs>
-RNN_EXT_INLINE void gru_epilogue(const T* __restrict o, const T* __restrict x, const T* __restrict bn,
-                                 const T* __restrict hp, T* __restrict y, T* __restrict w, int64_t H, int64_t n) {
+template <typename T, int64_t W, bool kWs>
+RNN_EXT_INLINE void gru_epilogue(const T* __restrict o, const T* __restrict x, const T* __restrict bx,
+                                 const T* __restrict bn, const T* __restrict hp, T* __restrict y, T* __restrict w,
+                                 int64_t H, int64_t n) {
   for (int64_t l = 0; l < n; ++l) {
-    const T rg = sigmoid_(x[l] + o[l]);
-    const T zg = sigmoid_(x[H + l] + o[W + l]);
+    const T rg = sigmoid_(x[l] + bx[l] + o[l]);
+    const T zg = sigmoid_(x[H + l] + bx[H + l] + o[W + l]);
     const T hn = o[2 * W + l] + bn[l];
-    const T nn = tanh_(x[2 * H + l] + rg * hn);
+    const T nn = tanh_(x[2 * H + l] + bx[2 * H + l] + rg * hn);
     y[l] = nn + zg * (hp[l] - nn);
     if constexpr (kWs) { w[l] = rg; w[H + l] = zg; w[2 * H + l] = nn; w[3 * H + l] = hn; }
   }
 }
 
-template <typename T, int W, int Regs, Cell C>
+template <typename T, int64_t W, int64_t Regs, Cell C>
 RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
-  constexpr int NV = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 4;
-  constexpr int MR = tile_rows(Regs, NV);
+  constexpr int64_t NV = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 4;
+  constexpr int64_t MR = tile_rows(Regs, NV);
   constexpr int64_t UW = (C == Cell::kLstm || C == Cell::kGru) ? W : 4 * W;  // units per block
   constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
   const int64_t H = f.H, G = NG * H, K = H;
@@ -224,6 +226,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   const T* wp = static_cast<const T*>(f.w_packed);
   const T* h0 = static_cast<const T*>(f.h0);
   const T* b_hn = static_cast<const T*>(f.b_hn);
+  const T* bias = static_cast<const T*>(f.bias);
   T* y = static_cast<T*>(f.y);
   T* cs = static_cast<T*>(f.c_state);
   T* ws = static_cast<T*>(f.ws);
@@ -237,14 +240,14 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       const T* panel = wp + b * K * NV * W;
       for (int64_t m0 = 0; m0 < rows; m0 += MR) {
-        const int mr = static_cast<int>(std::min<int64_t>(MR, rows - m0));
-        for (int m = 0; m < mr; ++m) {
+        const int64_t mr = std::min<int64_t>(MR, rows - m0);
+        for (int64_t m = 0; m < mr; ++m) {
           const int64_t r = m0 + m;
           a[m] = r < inh ? y + (prev + r) * H : h0 + r * H;
         }
         // The epilogue's rows of x_gates, y and the workspace are a page apart:
         // no hardware prefetcher follows that, so ask for them before the tile.
-        for (int m = 0; m < mr; ++m) {
+        for (int64_t m = 0; m < mr; ++m) {
           const int64_t row = off + m0 + m;
           for (int64_t g = 0; g < NG; ++g) prefetch(xg + row * G + g * H + j0, nval, false);
           prefetch(y + row * H + j0, nval, true);
@@ -256,24 +259,25 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
           }
         }
         tile<T, W, NV, MR>(a, mr, panel, K, out);
-        for (int m = 0; m < mr; ++m) {
+        for (int64_t m = 0; m < mr; ++m) {
           const int64_t r = m0 + m, row = off + r;
           const T* __restrict o = out + m * NV * W;
           const T* __restrict x = xg + row * G + j0;
+          const T* __restrict bx = bias + j0;
           T* __restrict yo = y + row * H + j0;
           if constexpr (C == Cell::kLstm) {
             T* c = cs + r * H + j0;
-            if (ws) lstm_epilogue<T, W, true>(o, x, c, yo, ws + row * 5 * H + j0, H, nval);
-            else lstm_epilogue<T, W, false>(o, x, c, yo, nullptr, H, nval);
+            if (ws) lstm_epilogue<T, W, true>(o, x, bx, c, yo, ws + row * 5 * H + j0, H, nval);
+            else lstm_epilogue<T, W, false>(o, x, bx, c, yo, nullptr, H, nval);
           } else if constexpr (C == Cell::kGru) {
             const T* hp = a[m] + j0;
-            if (ws) gru_epilogue<T, W, true>(o, x, b_hn + j0, hp, yo, ws + row * 4 * H + j0, H, nval);
-            else gru_epilogue<T, W, false>(o, x, b_hn + j0, hp, yo, nullptr, H, nval);
+            if (ws) gru_epilogue<T, W, true>(o, x, bx, b_hn + j0, hp, yo, ws + row * 4 * H + j0, H, nval);
+            else gru_epilogue<T, W, false>(o, x, bx, b_hn + j0, hp, yo, nullptr, H, nval);
           } else if constexpr (C == Cell::kRnnTanh) {
-            for (int64_t l = 0; l < nval; ++l) yo[l] = tanh_(x[l] + o[l]);
+            for (int64_t l = 0; l < nval; ++l) yo[l] = tanh_(x[l] + bx[l] + o[l]);
           } else {
             for (int64_t l = 0; l < nval; ++l) {
-              const T pre = x[l] + o[l];
+              const T pre = x[l] + bx[l] + o[l];
               yo[l] = pre < T(0) ? T(0) : pre;  // keeps NaN, as torch.relu
             }
           }
@@ -285,10 +289,10 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
 }
 
 // ------------------------------------------------------------ backward
-template <typename T, int W, int Regs, Cell C>
+template <typename T, int64_t W, int64_t Regs, Cell C>
 RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
-  constexpr int NV = kBackwardNv;
-  constexpr int MR = tile_rows(Regs, NV);
+  constexpr int64_t NV = kBackwardNv;
+  constexpr int64_t MR = tile_rows(Regs, NV);
   constexpr int64_t UW = NV * W;
   constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
   const int64_t H = bw.H, G = NG * H, T_ = bw.s.T;
@@ -314,10 +318,10 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
         const T* panel = wp + b * G * NV * W;
         for (int64_t m0 = 0; m0 < rn; m0 += MR) {
-          const int mr = static_cast<int>(std::min<int64_t>(MR, rn - m0));
-          for (int m = 0; m < mr; ++m) a[m] = dgh + (offn + m0 + m) * G;
+          const int64_t mr = std::min<int64_t>(MR, rn - m0);
+          for (int64_t m = 0; m < mr; ++m) a[m] = dgh + (offn + m0 + m) * G;
           tile<T, W, NV, MR>(a, mr, panel, G, out);
-          for (int m = 0; m < mr; ++m) {
+          for (int64_t m = 0; m < mr; ++m) {
             T* __restrict d = dhs + (m0 + m) * H + j0;
             const T* __restrict o = out + m * NV * W;
             if constexpr (C == Cell::kGru) {
@@ -391,7 +395,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
 }
 
 // ------------------------------------------------------------ instantiation
-template <typename T, int W, int Regs>
+template <typename T, int64_t W, int64_t Regs>
 RNN_EXT_INLINE void forward_any(const Forward& f, int tid, int nt) {
   switch (f.cell) {
     case Cell::kLstm: forward_thread<T, W, Regs, Cell::kLstm>(f, tid, nt); break;
@@ -400,7 +404,7 @@ RNN_EXT_INLINE void forward_any(const Forward& f, int tid, int nt) {
     case Cell::kRnnRelu: forward_thread<T, W, Regs, Cell::kRnnRelu>(f, tid, nt); break;
   }
 }
-template <typename T, int W, int Regs>
+template <typename T, int64_t W, int64_t Regs>
 RNN_EXT_INLINE void backward_any(const Backward& b, int tid, int nt) {
   switch (b.cell) {
     case Cell::kLstm: backward_thread<T, W, Regs, Cell::kLstm>(b, tid, nt); break;

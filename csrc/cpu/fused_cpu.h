@@ -32,7 +32,8 @@ struct Forward {
   bool is_double;         // float64, else float32
   int64_t B, H;           // batch, hidden size (no projection)
   Steps s;
-  const void* x_gates;    // (N, G): X W_ih^T + b_ih + b_hh (GRU: without b_hn)
+  const void* x_gates;    // (N, G): X W_ih^T
+  const void* bias;       // (G): added to every x_gates row: b_ih + b_hh (GRU: without b_hn); zeros without bias
   const void* b_hn;       // GRU: (H) the n part of b_hh (zeros without bias)
   const void* w_packed;   // pack_forward(W_hh)
   const void* h0;         // (B, H)
