@@ -106,7 +106,8 @@ def write_markdown(env: dict, peaks: dict[str, float], rows: list[dict], path: P
         f"# rnn_ext benchmark: grid {env['grid']} on {env['device']}",
         "",
         *header_lines(env),
-        *[f"- GEMM peak ({dt}): {g:.1f} GFLOP/s" for dt, g in peaks.items()],
+        *[f"- GEMM peak ({dt}): {g:.1f} GFLOP/s (fastest block of a square torch.mm in this run)"
+          for dt, g in peaks.items()],
         f"- wall time of the run: {elapsed_s:.0f} s",
         "",
         "Times are per call: median over timed blocks, interquartile range in parentheses; both sides measured"

@@ -23,6 +23,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "cpu/fast_math.h"
 
@@ -117,18 +118,24 @@ struct VecOf {
   typedef T type __attribute__((vector_size(sizeof(T) * W)));
 };
 
-// out (MR, NV*W) = sum_k a[m][k] * panel[k, :]
+// out (MR, NV*W) (+)= sum over k in [k0, k0+kn) of a[m][k] * panel[k, :]
+// (accumulate: add to what out holds, else overwrite it).
 template <typename T, int64_t W, int64_t NV, int64_t MR>
-RNN_EXT_INLINE void micro_kernel(const T* const* a, const T* __restrict panel, int64_t K, T* __restrict out) {
+RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, const T* __restrict panel,
+                                 T* __restrict out, bool accumulate) {
   using V = typename VecOf<T, W>::type;
   V acc[MR][NV];
   for (int64_t m = 0; m < MR; ++m)
-    for (int64_t v = 0; v < NV; ++v) acc[m][v] = V{};
+    for (int64_t v = 0; v < NV; ++v) {
+      if (accumulate) std::memcpy(&acc[m][v], out + (m * NV + v) * W, sizeof(V));
+      else acc[m][v] = V{};
+    }
   const T* rows[MR];
-  for (int64_t m = 0; m < MR; ++m) rows[m] = a[m];
-  for (int64_t k = 0; k < K; ++k) {
+  for (int64_t m = 0; m < MR; ++m) rows[m] = a[m] + k0;
+  const T* p = panel + k0 * NV * W;
+  for (int64_t k = 0; k < kn; ++k) {
     V w[NV];
-    for (int64_t v = 0; v < NV; ++v) std::memcpy(&w[v], panel + (k * NV + v) * W, sizeof(V));
+    for (int64_t v = 0; v < NV; ++v) std::memcpy(&w[v], p + (k * NV + v) * W, sizeof(V));
     for (int64_t m = 0; m < MR; ++m) {
       const T am = rows[m][k];
       for (int64_t v = 0; v < NV; ++v) acc[m][v] += am * w[v];
@@ -140,14 +147,29 @@ RNN_EXT_INLINE void micro_kernel(const T* const* a, const T* __restrict panel, i
 
 // Same for any mr <= MR rows (the tail of the batch).
 template <typename T, int64_t W, int64_t NV, int64_t MR>
-RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, const T* panel, int64_t K, T* out) {
+RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, int64_t k0, int64_t kn, const T* panel, T* out,
+                         bool accumulate) {
   if constexpr (MR > 1) {
     if (mr < MR) {
-      tile<T, W, NV, MR - 1>(a, mr, panel, K, out);
+      tile<T, W, NV, MR - 1>(a, mr, k0, kn, panel, out, accumulate);
       return;
     }
   }
-  micro_kernel<T, W, NV, MR>(a, panel, K, out);
+  micro_kernel<T, W, NV, MR>(a, k0, kn, panel, out, accumulate);
+}
+
+// acc (rows, NV*W) = a (rows, K) @ panel (K, NV*W), in chunks of K whose panel
+// slice (16 KB) stays in L1 while every row tile passes over it; without the
+// chunks each row tile would stream the whole panel from L2 again.
+template <typename T, int64_t W, int64_t NV, int64_t MR>
+RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc) {
+  constexpr int64_t kChunk = 16384 / static_cast<int64_t>(NV * W * sizeof(T)) < 16
+                                 ? 16 : 16384 / static_cast<int64_t>(NV * W * sizeof(T));
+  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+    const int64_t kn = std::min(kChunk, K - k0);
+    for (int64_t m0 = 0; m0 < rows; m0 += MR)
+      tile<T, W, NV, MR>(a + m0, std::min<int64_t>(MR, rows - m0), k0, kn, panel, acc + m0 * NV * W, k0 > 0);
+  }
 }
 
 // Rows of the register tile: as many as the vector registers allow
@@ -157,14 +179,14 @@ constexpr int64_t tile_rows(int64_t regs, int64_t nv) {
   return r < 1 ? 1 : r > 8 ? 8 : r;
 }
 
-// Software prefetch of n elements from p, one request per cache line.
+// Software prefetch of n elements from p into L2, one request per cache line.
 template <typename T>
 RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
   const char* c = reinterpret_cast<const char*>(p);
   const char* end = reinterpret_cast<const char*>(p + n);
   for (; c < end; c += 64) {
-    if (for_write) __builtin_prefetch(c, 1, 3);
-    else __builtin_prefetch(c, 0, 3);
+    if (for_write) __builtin_prefetch(c, 1, 2);
+    else __builtin_prefetch(c, 0, 2);
   }
 }
 
@@ -214,6 +236,16 @@ RNN_EXT_INLINE void gru_epilogue(const T* __restrict o, const T* __restrict x, c
   }
 }
 
+template <typename T, bool kRelu>
+RNN_EXT_INLINE void rnn_epilogue(const T* __restrict o, const T* __restrict x, const T* __restrict bx,
+                                 T* __restrict y, int64_t n) {
+  for (int64_t l = 0; l < n; ++l) {
+    const T pre = x[l] + bx[l] + o[l];
+    if constexpr (kRelu) y[l] = pre < T(0) ? T(0) : pre;  // keeps NaN, as torch.relu
+    else y[l] = tanh_(pre);
+  }
+}
+
 template <typename T, int64_t W, int64_t Regs, Cell C>
 RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   constexpr int64_t NV = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 4;
@@ -230,57 +262,43 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   T* y = static_cast<T*>(f.y);
   T* cs = static_cast<T*>(f.c_state);
   T* ws = static_cast<T*>(f.ws);
-  alignas(64) T out[MR * NV * W];
-  const T* a[MR];
+  std::vector<T> acc_buf(static_cast<size_t>(f.B * NV * W));  // one block's products, every row
+  std::vector<const T*> a(static_cast<size_t>(f.B));          // h_{t-1} row of every batch row
+  T* acc = acc_buf.data();
 
   for (int64_t k = 0; k < f.s.T; ++k) {
     const int64_t rows = f.s.rows[k], off = f.s.offset[k];
     const int64_t inh = k ? std::min(rows, f.s.rows[k - 1]) : 0, prev = k ? f.s.offset[k - 1] : 0;
+    for (int64_t r = 0; r < rows; ++r) a[r] = r < inh ? y + (prev + r) * H : h0 + r * H;
     for (int64_t b = mine.b0; b < mine.b1; ++b) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
-      const T* panel = wp + b * K * NV * W;
-      for (int64_t m0 = 0; m0 < rows; m0 += MR) {
-        const int64_t mr = std::min<int64_t>(MR, rows - m0);
-        for (int64_t m = 0; m < mr; ++m) {
-          const int64_t r = m0 + m;
-          a[m] = r < inh ? y + (prev + r) * H : h0 + r * H;
-        }
-        // The epilogue's rows of x_gates, y and the workspace are a page apart:
-        // no hardware prefetcher follows that, so ask for them before the tile.
-        for (int64_t m = 0; m < mr; ++m) {
-          const int64_t row = off + m0 + m;
-          for (int64_t g = 0; g < NG; ++g) prefetch(xg + row * G + g * H + j0, nval, false);
-          prefetch(y + row * H + j0, nval, true);
-          if constexpr (C == Cell::kLstm || C == Cell::kGru) {
-            if (ws) {
-              for (int64_t g = 0; g < (C == Cell::kLstm ? 5 : 4); ++g)
-                prefetch(ws + row * (C == Cell::kLstm ? 5 : 4) * H + g * H + j0, nval, true);
-            }
-          }
-        }
-        tile<T, W, NV, MR>(a, mr, panel, K, out);
-        for (int64_t m = 0; m < mr; ++m) {
-          const int64_t r = m0 + m, row = off + r;
-          const T* __restrict o = out + m * NV * W;
-          const T* __restrict x = xg + row * G + j0;
-          const T* __restrict bx = bias + j0;
-          T* __restrict yo = y + row * H + j0;
-          if constexpr (C == Cell::kLstm) {
-            T* c = cs + r * H + j0;
-            if (ws) lstm_epilogue<T, W, true>(o, x, bx, c, yo, ws + row * 5 * H + j0, H, nval);
-            else lstm_epilogue<T, W, false>(o, x, bx, c, yo, nullptr, H, nval);
-          } else if constexpr (C == Cell::kGru) {
-            const T* hp = a[m] + j0;
-            if (ws) gru_epilogue<T, W, true>(o, x, bx, b_hn + j0, hp, yo, ws + row * 4 * H + j0, H, nval);
-            else gru_epilogue<T, W, false>(o, x, bx, b_hn + j0, hp, yo, nullptr, H, nval);
-          } else if constexpr (C == Cell::kRnnTanh) {
-            for (int64_t l = 0; l < nval; ++l) yo[l] = tanh_(x[l] + bx[l] + o[l]);
-          } else {
-            for (int64_t l = 0; l < nval; ++l) {
-              const T pre = x[l] + bx[l] + o[l];
-              yo[l] = pre < T(0) ? T(0) : pre;  // keeps NaN, as torch.relu
-            }
-          }
+      // The epilogue reads x_gates rows a page apart, which no hardware
+      // prefetcher follows: ask for them a block ahead, a few lines at a time.
+      // (the next block of this step, or the first block of the next step).
+      const bool last = b + 1 == mine.b1;
+      if (!last || k + 1 < f.s.T) {
+        const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
+        const int64_t pr = last ? f.s.rows[k + 1] : rows, po = last ? f.s.offset[k + 1] : off;
+        for (int64_t r = 0; r < pr; ++r)
+          for (int64_t g = 0; g < NG; ++g) prefetch(xg + (po + r) * G + g * H + jn, nn, false);
+      }
+      block_product<T, W, NV, MR>(a.data(), rows, K, wp + b * K * NV * W, acc);
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t row = off + r;
+        const T* o = acc + r * NV * W;
+        const T* x = xg + row * G + j0;
+        const T* bx = bias + j0;
+        T* yo = y + row * H + j0;
+        if constexpr (C == Cell::kLstm) {
+          T* c = cs + r * H + j0;
+          if (ws) lstm_epilogue<T, W, true>(o, x, bx, c, yo, ws + row * 5 * H + j0, H, nval);
+          else lstm_epilogue<T, W, false>(o, x, bx, c, yo, nullptr, H, nval);
+        } else if constexpr (C == Cell::kGru) {
+          const T* hp = a[r] + j0;
+          if (ws) gru_epilogue<T, W, true>(o, x, bx, b_hn + j0, hp, yo, ws + row * 4 * H + j0, H, nval);
+          else gru_epilogue<T, W, false>(o, x, bx, b_hn + j0, hp, yo, nullptr, H, nval);
+        } else {
+          rnn_epilogue<T, C == Cell::kRnnRelu>(o, x, bx, yo, nval);
         }
       }
     }
@@ -289,6 +307,64 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
 }
 
 // ------------------------------------------------------------ backward
+// Pointwise derivatives for one row and one block of units. Every loop works
+// on __restrict parameters only: that is what lets GCC vectorise it.
+// dh: dL/dh_t from later steps (g_in: from the output); returns dgates.
+template <typename T>
+RNN_EXT_INLINE void lstm_backward_row(const T* __restrict g_in, const T* __restrict dh, const T* __restrict w,
+                                      const T* __restrict cp, T* __restrict dc, T* __restrict d, int64_t H,
+                                      int64_t n) {
+  for (int64_t l = 0; l < n; ++l) {
+    const T dhv = g_in[l] + dh[l];
+    const T i = w[l], fg = w[H + l], g = w[2 * H + l], o = w[3 * H + l], c = w[4 * H + l];
+    const T tc = tanh_(c);
+    const T dcv = dc[l] + dhv * o * (T(1) - tc * tc);
+    d[l] = dcv * g * i * (T(1) - i);
+    d[H + l] = dcv * cp[l] * fg * (T(1) - fg);
+    d[2 * H + l] = dcv * i * (T(1) - g * g);
+    d[3 * H + l] = dhv * tc * o * (T(1) - o);
+    dc[l] = dcv * fg;
+  }
+}
+
+// dh is read, then overwritten with the direct part dh*z (step (1) adds dgh @ W_hh).
+template <typename T>
+RNN_EXT_INLINE void gru_backward_row(const T* __restrict g_in, T* __restrict dh, const T* __restrict w,
+                                     const T* __restrict hp, T* __restrict di, T* __restrict dhh, int64_t H,
+                                     int64_t n) {
+  for (int64_t l = 0; l < n; ++l) {
+    const T dhv = g_in[l] + dh[l];
+    const T rg = w[l], zg = w[H + l], nn = w[2 * H + l], hn = w[3 * H + l];
+    const T dn = dhv * (T(1) - zg) * (T(1) - nn * nn);
+    const T dz = dhv * (hp[l] - nn) * zg * (T(1) - zg);
+    const T dr = dn * hn * rg * (T(1) - rg);
+    di[l] = dr;
+    di[H + l] = dz;
+    di[2 * H + l] = dn;
+    dhh[l] = dr;
+    dhh[H + l] = dz;
+    dhh[2 * H + l] = dn * rg;
+    dh[l] = dhv * zg;
+  }
+}
+
+template <typename T, bool kRelu>
+RNN_EXT_INLINE void rnn_backward_row(const T* __restrict g_in, const T* __restrict dh, const T* __restrict y,
+                                     T* __restrict d, int64_t n) {
+  for (int64_t l = 0; l < n; ++l) {
+    const T dhv = g_in[l] + dh[l];
+    // relu' as torch's threshold_backward: zero only where y <= 0 (NaN passes)
+    if constexpr (kRelu) d[l] = y[l] <= T(0) ? T(0) : dhv;
+    else d[l] = dhv * (T(1) - y[l] * y[l]);
+  }
+}
+
+// d (+)= o over n elements.
+template <typename T, bool kAdd>
+RNN_EXT_INLINE void store_row(T* __restrict d, const T* __restrict o, int64_t n) {
+  for (int64_t l = 0; l < n; ++l) d[l] = kAdd ? d[l] + o[l] : o[l];
+}
+
 template <typename T, int64_t W, int64_t Regs, Cell C>
 RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
   constexpr int64_t NV = kBackwardNv;
@@ -307,29 +383,20 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
   T* dcs = static_cast<T*>(bw.dc_state);
   T* dg = static_cast<T*>(bw.d_gates);
   T* dgh = C == Cell::kGru ? static_cast<T*>(bw.d_gates_hh) : dg;  // what multiplies W_hh
-  alignas(64) T out[MR * NV * W];
-  const T* a[MR];
+  std::vector<T> acc_buf(static_cast<size_t>(bw.B * NV * W));
+  std::vector<const T*> a(static_cast<size_t>(bw.B));
+  T* acc = acc_buf.data();
 
   for (int64_t k = T_ - 1; k >= -1; --k) {
     // (1) dL/dh_{k} from step k+1: dh_state[:rows[k+1]] (+)= dgh_{k+1} @ W_hh, for my units
     if (k + 1 < T_) {
       const int64_t rn = bw.s.rows[k + 1], offn = bw.s.offset[k + 1];
+      for (int64_t r = 0; r < rn; ++r) a[r] = dgh + (offn + r) * G;
       for (int64_t b = mine.b0; b < mine.b1; ++b) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
-        const T* panel = wp + b * G * NV * W;
-        for (int64_t m0 = 0; m0 < rn; m0 += MR) {
-          const int64_t mr = std::min<int64_t>(MR, rn - m0);
-          for (int64_t m = 0; m < mr; ++m) a[m] = dgh + (offn + m0 + m) * G;
-          tile<T, W, NV, MR>(a, mr, panel, G, out);
-          for (int64_t m = 0; m < mr; ++m) {
-            T* __restrict d = dhs + (m0 + m) * H + j0;
-            const T* __restrict o = out + m * NV * W;
-            if constexpr (C == Cell::kGru) {
-              for (int64_t l = 0; l < nval; ++l) d[l] += o[l];
-            } else {
-              for (int64_t l = 0; l < nval; ++l) d[l] = o[l];
-            }
-          }
+        block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc);
+        for (int64_t r = 0; r < rn; ++r) {
+          store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);
         }
       }
     }
@@ -341,52 +408,16 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t row = off + r;
-        const T* __restrict g_in = gy + row * H + j0;
-        T* __restrict dh = dhs + r * H + j0;
+        const T* g_in = gy + row * H + j0;
+        T* dh = dhs + r * H + j0;
         if constexpr (C == Cell::kLstm) {
-          const T* __restrict w = ws + row * 5 * H + j0;
-          const T* __restrict cp = r < inh ? ws + (prev + r) * 5 * H + 4 * H + j0 : c0 + r * H + j0;
-          T* __restrict dc = dcs + r * H + j0;
-          T* __restrict d = dg + row * G + j0;
-          for (int64_t l = 0; l < nval; ++l) {
-            const T dhv = g_in[l] + dh[l];
-            const T i = w[l], fg = w[H + l], g = w[2 * H + l], o = w[3 * H + l], c = w[4 * H + l];
-            const T tc = tanh_(c);
-            const T dcv = dc[l] + dhv * o * (T(1) - tc * tc);
-            d[l] = dcv * g * i * (T(1) - i);
-            d[H + l] = dcv * cp[l] * fg * (T(1) - fg);
-            d[2 * H + l] = dcv * i * (T(1) - g * g);
-            d[3 * H + l] = dhv * tc * o * (T(1) - o);
-            dc[l] = dcv * fg;
-          }
+          const T* cp = r < inh ? ws + (prev + r) * 5 * H + 4 * H + j0 : c0 + r * H + j0;
+          lstm_backward_row(g_in, dh, ws + row * 5 * H + j0, cp, dcs + r * H + j0, dg + row * G + j0, H, nval);
         } else if constexpr (C == Cell::kGru) {
-          const T* __restrict w = ws + row * 4 * H + j0;
-          const T* __restrict hp = r < inh ? y + (prev + r) * H + j0 : h0 + r * H + j0;
-          T* __restrict di = dg + row * G + j0;
-          T* __restrict dhh = dgh + row * G + j0;
-          for (int64_t l = 0; l < nval; ++l) {
-            const T dhv = g_in[l] + dh[l];
-            const T rg = w[l], zg = w[H + l], n = w[2 * H + l], hn = w[3 * H + l];
-            const T dn = dhv * (T(1) - zg) * (T(1) - n * n);
-            const T dz = dhv * (hp[l] - n) * zg * (T(1) - zg);
-            const T dr = dn * hn * rg * (T(1) - rg);
-            di[l] = dr;
-            di[H + l] = dz;
-            di[2 * H + l] = dn;
-            dhh[l] = dr;
-            dhh[H + l] = dz;
-            dhh[2 * H + l] = dn * rg;
-            dh[l] = dhv * zg;  // the direct part; step (1) adds dgh @ W_hh
-          }
+          const T* hp = r < inh ? y + (prev + r) * H + j0 : h0 + r * H + j0;
+          gru_backward_row(g_in, dh, ws + row * 4 * H + j0, hp, dg + row * G + j0, dgh + row * G + j0, H, nval);
         } else {
-          const T* __restrict yv = y + row * H + j0;
-          T* __restrict d = dg + row * G + j0;
-          for (int64_t l = 0; l < nval; ++l) {
-            const T dhv = g_in[l] + dh[l];
-            // relu' as torch's threshold_backward: zero only where y <= 0 (NaN passes)
-            if constexpr (C == Cell::kRnnRelu) d[l] = yv[l] <= T(0) ? T(0) : dhv;
-            else d[l] = dhv * (T(1) - yv[l] * yv[l]);
-          }
+          rnn_backward_row<T, C == Cell::kRnnRelu>(g_in, dh, y + row * H + j0, dg + row * G + j0, nval);
         }
       }
     }
