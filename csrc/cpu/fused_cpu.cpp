@@ -480,14 +480,22 @@ BackwardFn backward_fn(bool is_double) {
   return is_double ? bwd_generic_f64 : bwd_generic_f32;
 }
 
-// Threads for one op call: a step must carry enough multiply-adds per thread
-// to pay for the barrier, and each thread needs at least one block.
-int team_size(int max_threads, int64_t blocks, int64_t fmas_per_step) {
-  constexpr int64_t kMinFmasPerThread = 1 << 15;
+// Threads for one op call. A thread must get enough work per step to pay for
+// the barrier (about a microsecond), so estimate the cycles of one step's
+// products: per k, a tile of mr rows needs NV*mr/2 cycles at two FMAs per
+// cycle, but no fewer than 4 (the FMA latency, when there are few accumulators).
+int team_size(int max_threads, int64_t blocks, int64_t rows, int64_t K, int64_t nv, int64_t mr) {
+  constexpr int64_t kMinCyclesPerThread = 2048;
+  const int64_t full = rows / mr, rest = rows % mr;
+  const int64_t per_k = full * std::max<int64_t>(nv * mr / 2, 4) + (rest ? std::max<int64_t>(nv * rest / 2, 4) : 0);
+  const int64_t cycles = blocks * K * per_k;
   int64_t n = std::min<int64_t>(max_threads, blocks);
-  n = std::min<int64_t>(n, std::max<int64_t>(1, fmas_per_step / kMinFmasPerThread));
+  n = std::min<int64_t>(n, std::max<int64_t>(1, cycles / kMinCyclesPerThread));
   return static_cast<int>(std::max<int64_t>(1, n));
 }
+
+// Rows of the register tile the kernels use for nv vectors per panel row.
+int64_t tile_rows_here(int64_t nv) { return tile_rows(isa() == Isa::kAvx512 ? 32 : 16, nv); }
 
 template <typename F>
 void run_team(int nt, const F& fn) {
@@ -522,15 +530,17 @@ void pack_backward(Cell cell, bool is_double, const void* w_hh, int64_t H, void*
 }
 
 void forward(const Forward& f) {
-  const int64_t W = lanes(f.is_double), G = gates_of(f.cell) * f.H;
-  const int nt = team_size(f.threads, ceil_div(f.H, forward_units(f.cell, W)), f.B * f.H * G);
+  const int64_t W = lanes(f.is_double);
+  const int64_t nv = forward_nv(f.cell);
+  const int nt = team_size(f.threads, ceil_div(f.H, forward_units(f.cell, W)), f.B, f.H, nv, tile_rows_here(nv));
   const ForwardFn fn = forward_fn(f.is_double);
   run_team(nt, [&](int tid, int n) { fn(f, tid, n); });
 }
 
 void backward(const Backward& b) {
   const int64_t W = lanes(b.is_double), G = gates_of(b.cell) * b.H;
-  const int nt = team_size(b.threads, ceil_div(b.H, kBackwardNv * W), b.B * b.H * G);
+  const int nt = team_size(b.threads, ceil_div(b.H, kBackwardNv * W), b.B, G, kBackwardNv,
+                           tile_rows_here(kBackwardNv));
   const BackwardFn fn = backward_fn(b.is_double);
   run_team(nt, [&](int tid, int n) { fn(b, tid, n); });
 }

@@ -1,0 +1,146 @@
+"""The two CPU code paths and the instruction-set variants of the fused one.
+
+float32/float64 layers without projection run the fused whole-sequence kernel
+(csrc/cpu/fused_cpu.cpp); RNN_EXT_CPU_PATH=stepwise selects the per-step path
+(GEMM + pointwise kernel per step) that half types and LSTM projection use.
+Every other test file runs the default, so the stepwise path is checked here
+against torch.nn in float64, and the fused kernel's AVX2 and 16-byte baseline
+builds (RNN_EXT_CPU_ISA, which can only narrow the CPU's own) in subprocesses.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnn_ext
+import test_gradcheck
+
+REPO = Path(__file__).resolve().parent.parent
+CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+
+
+def make_pair(cell, I, H, layers, bidirectional, bias, dtype=torch.float64):
+    kw = dict(num_layers=layers, bidirectional=bidirectional, bias=bias)
+    if cell.startswith("RNN"):
+        kw["nonlinearity"] = cell.split("_")[1].lower()
+        ext, ref = rnn_ext.RNN(I, H, **kw), nn.RNN(I, H, **kw)
+    else:
+        ext, ref = getattr(rnn_ext, cell)(I, H, **kw), getattr(nn, cell)(I, H, **kw)
+    ref.load_state_dict(ext.state_dict())
+    return ext.to(dtype), ref.to(dtype)
+
+
+def outputs_and_grads(module, x, hx, lengths=None):
+    """Output, final states and the gradients of x, hx and every parameter for a fixed random loss."""
+    leaves = [x] + (list(hx) if isinstance(hx, tuple) else [hx])
+    inp = pack_padded_sequence(x, lengths, enforce_sorted=False) if lengths is not None else x
+    out, h = module(inp, hx)
+    y = out.data if lengths is not None else out
+    states = list(h) if isinstance(h, tuple) else [h]
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype)).sum() for t in [y, *states])
+    grads = torch.autograd.grad(loss, leaves + list(module.parameters()))
+    return [y, *states, *grads]
+
+
+def random_inputs(cell, T, B, I, H, D, layers, dtype=torch.float64):
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(D * layers, B, H, dtype=dtype, requires_grad=True)
+    hx = (h0, torch.randn(D * layers, B, H, dtype=dtype, requires_grad=True)) if cell == "LSTM" else h0
+    return x, hx
+
+
+def assert_close_all(got, want, rtol):
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        scale = w.abs().max().item() or 1.0
+        assert (g - w).abs().max().item() <= rtol * scale
+
+
+@pytest.mark.parametrize("path", ["fused", "stepwise"])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("H,B", [(1, 1), (7, 5), (33, 13), (130, 3)])
+@pytest.mark.parametrize("packed", [False, True])
+def test_path_matches_nn_float64(monkeypatch, path, cell, H, B, packed):
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
+    T, I, layers = 6, 4, 2
+    for bidirectional, bias in [(False, True), (True, False)]:
+        ext, ref = make_pair(cell, I, H, layers, bidirectional, bias)
+        x, hx = random_inputs(cell, T, B, I, H, 2 if bidirectional else 1, layers)
+        lengths = torch.randint(1, T + 1, (B,)) if packed else None
+        if packed:
+            lengths[0] = T
+        assert_close_all(outputs_and_grads(ext, x, hx, lengths), outputs_and_grads(ref, x, hx, lengths), 1e-10)
+
+
+@pytest.mark.parametrize("opts", test_gradcheck.OPTS, ids=test_gradcheck.OPT_IDS)
+@pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
+def test_gradcheck_stepwise_path(monkeypatch, case, opts):
+    """First-order gradcheck of the stepwise kernels (the second order does not use them)."""
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", "stepwise")
+    if case == "lstm":
+        args = test_gradcheck.lstm_case("cpu", proj=False, **opts)
+    elif case == "gru":
+        args = test_gradcheck.gru_case("cpu", **opts)
+    else:
+        args = test_gradcheck.rnn_case("cpu", relu=case == "rnn_relu", **opts)
+    test_gradcheck._check(*args, second_order=False)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_fused_float32_accuracy_and_thread_count_invariance(cell):
+    """float32 within 1e-5 of float64 torch.nn, and bitwise the same on 1 and 2 threads
+    (each output element is one dot product summed in a fixed order)."""
+    T, B, I, H = 20, 24, 32, 96  # big enough that the kernel uses two threads
+    ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
+    ref = ref.double()
+    x, hx = random_inputs(cell, T, B, I, H, 1, 1, dtype=torch.float32)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = outputs_and_grads(ext, x, hx)
+        torch.set_num_threads(1)
+        one = outputs_and_grads(ext, x, hx)
+    finally:
+        torch.set_num_threads(old)
+    for a, b in zip(one, two):
+        assert torch.equal(a, b)
+    xd = x.detach().double().requires_grad_()
+    hxd = tuple(h.detach().double().requires_grad_() for h in hx) if isinstance(hx, tuple) else \
+        hx.detach().double().requires_grad_()
+    want = outputs_and_grads(ref, xd, hxd)
+    assert_close_all([t.double() for t in two], want, 1e-5)
+
+
+_ISA_SCRIPT = r"""
+import sys, torch
+sys.path.insert(0, {tests!r})
+from test_cpu_paths import CELLS, make_pair, outputs_and_grads, random_inputs, assert_close_all
+torch.manual_seed(0)
+for cell in CELLS:
+    for H, B in [(5, 3), (37, 9)]:
+        for dtype, tol in [(torch.float64, 1e-10), (torch.float32, 1e-5)]:
+            ext, ref = make_pair(cell, 4, H, 1, True, True, dtype=dtype)
+            ref = ref.double()
+            x, hx = random_inputs(cell, 5, B, 4, H, 2, 1, dtype=dtype)
+            lengths = torch.tensor([5] + [1 + i % 5 for i in range(B - 1)])
+            got = outputs_and_grads(ext, x, hx, lengths)
+            xd = x.detach().double().requires_grad_()
+            hxd = tuple(h.detach().double().requires_grad_() for h in hx) if isinstance(hx, tuple) else \
+                hx.detach().double().requires_grad_()
+            assert_close_all([t.double() for t in got], outputs_and_grads(ref, xd, hxd, lengths), tol)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("isa", ["avx2", "generic"])
+def test_fused_isa_variants_match_nn(isa):
+    env = dict(os.environ, RNN_EXT_CPU_ISA=isa, PYTHONPATH=str(REPO))
+    script = _ISA_SCRIPT.format(tests=str(REPO / "tests"))
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
