@@ -28,6 +28,7 @@
 #include "cpu/fast_math.h"
 
 #pragma GCC diagnostic ignored "-Wpsabi"
+#define RNN_EXT_LAMBDA_INLINE __attribute__((always_inline))
 
 namespace rnn_ext {
 namespace fused {
@@ -161,14 +162,20 @@ RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, int64_t k0, int64_t kn, 
 // acc (rows, NV*W) = a (rows, K) @ panel (K, NV*W), in chunks of K whose panel
 // slice (16 KB) stays in L1 while every row tile passes over it; without the
 // chunks each row tile would stream the whole panel from L2 again.
-template <typename T, int64_t W, int64_t NV, int64_t MR>
-RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc) {
+//
+// after_tile(m0, mr) runs after each row tile of the first chunk, so that work
+// there (prefetches) is spread among the products instead of stalling at once.
+template <typename T, int64_t W, int64_t NV, int64_t MR, typename F>
+RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc,
+                                  const F& after_tile) {
   constexpr int64_t kChunk = 16384 / static_cast<int64_t>(NV * W * sizeof(T)) < 16
                                  ? 16 : 16384 / static_cast<int64_t>(NV * W * sizeof(T));
   for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
     const int64_t kn = std::min(kChunk, K - k0);
-    for (int64_t m0 = 0; m0 < rows; m0 += MR)
+    for (int64_t m0 = 0; m0 < rows; m0 += MR) {
       tile<T, W, NV, MR>(a + m0, std::min<int64_t>(MR, rows - m0), k0, kn, panel, acc + m0 * NV * W, k0 > 0);
+      if (k0 == 0) after_tile(m0, std::min<int64_t>(MR, rows - m0));
+    }
   }
 }
 
@@ -188,6 +195,12 @@ RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
     if (for_write) __builtin_prefetch(c, 1, 2);
     else __builtin_prefetch(c, 0, 2);
   }
+}
+
+template <typename T>
+RNN_EXT_INLINE void prefetch_l1(const T* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p);
+  for (const char* end = reinterpret_cast<const char*>(p + n); c < end; c += 64) __builtin_prefetch(c, 0, 3);
 }
 
 inline void team_barrier(int nt) {
@@ -270,19 +283,26 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
     const int64_t rows = f.s.rows[k], off = f.s.offset[k];
     const int64_t inh = k ? std::min(rows, f.s.rows[k - 1]) : 0, prev = k ? f.s.offset[k - 1] : 0;
     for (int64_t r = 0; r < rows; ++r) a[r] = r < inh ? y + (prev + r) * H : h0 + r * H;
+    // h_{t-1} was just written, partly by the other threads' cores: request it
+    // all at once rather than a line at a time as the products reach it.
+    if (nt > 1 && k > 0) {
+      for (int64_t r = 0; r < inh; ++r) prefetch_l1(a[r], K);
+    }
     for (int64_t b = mine.b0; b < mine.b1; ++b) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       // The epilogue reads x_gates rows a page apart, which no hardware
-      // prefetcher follows: ask for them a block ahead, a few lines at a time.
-      // (the next block of this step, or the first block of the next step).
-      const bool last = b + 1 == mine.b1;
-      if (!last || k + 1 < f.s.T) {
-        const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
-        const int64_t pr = last ? f.s.rows[k + 1] : rows, po = last ? f.s.offset[k + 1] : off;
-        for (int64_t r = 0; r < pr; ++r)
-          for (int64_t g = 0; g < NG; ++g) prefetch(xg + (po + r) * G + g * H + jn, nn, false);
-      }
-      block_product<T, W, NV, MR>(a.data(), rows, K, wp + b * K * NV * W, acc);
+      // prefetcher follows: ask for them a block ahead (the next block of this
+      // step, or the first block of the next step), a tile of rows at a time.
+      const bool last = b + 1 == mine.b1, more = !last || k + 1 < f.s.T;
+      const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
+      const int64_t pr = last && more ? f.s.rows[k + 1] : rows, po = last && more ? f.s.offset[k + 1] : off;
+      block_product<T, W, NV, MR>(a.data(), rows, K, wp + b * K * NV * W, acc,
+                                  [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
+                                    if (!more) return;
+                                    const int64_t end = m0 + mr < rows ? std::min(m0 + mr, pr) : pr;
+                                    for (int64_t r = std::min(m0, pr); r < end; ++r)
+                                      for (int64_t g = 0; g < NG; ++g) prefetch(xg + (po + r) * G + g * H + jn, nn, false);
+                                  });
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t row = off + r;
         const T* o = acc + r * NV * W;
@@ -392,9 +412,12 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
     if (k + 1 < T_) {
       const int64_t rn = bw.s.rows[k + 1], offn = bw.s.offset[k + 1];
       for (int64_t r = 0; r < rn; ++r) a[r] = dgh + (offn + r) * G;
+      if (nt > 1) {
+        for (int64_t r = 0; r < rn; ++r) prefetch_l1(a[r], G);
+      }
       for (int64_t b = mine.b0; b < mine.b1; ++b) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
-        block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc);
+        block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc, [](int64_t, int64_t) {});
         for (int64_t r = 0; r < rn; ++r) {
           store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);
         }
