@@ -256,13 +256,16 @@ FusedSteps fused_steps(const Schedule& s) {
 
 int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
 
-Tensor packed_weights(fused::Cell cell, const Tensor& w_hh, int64_t H, bool for_backward) {
-  const bool dbl = w_hh.scalar_type() == at::kDouble;
-  const Tensor w = w_hh.contiguous();
+// w (G, K) packed for the forward (W_hh with K = H, or W_ih with K = I), or
+// W_hh for the backward.
+Tensor packed_weights(fused::Cell cell, const Tensor& w_, int64_t H, bool for_backward) {
+  const bool dbl = w_.scalar_type() == at::kDouble;
+  const Tensor w = w_.contiguous();
+  const int64_t K = w.size(1);
   Tensor out = at::empty({for_backward ? fused::packed_backward_size(cell, dbl, H)
-                                       : fused::packed_forward_size(cell, dbl, H)}, w.options());
+                                       : fused::packed_forward_size(cell, dbl, H, K)}, w.options());
   if (for_backward) fused::pack_backward(cell, dbl, w.data_ptr(), H, out.data_ptr());
-  else fused::pack_forward(cell, dbl, w.data_ptr(), H, out.data_ptr());
+  else fused::pack_forward(cell, dbl, w.data_ptr(), H, K, out.data_ptr());
   return out;
 }
 
@@ -317,9 +320,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
   if (!proj && use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
-    const Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+    const Tensor x2d = mat(input, s.N, I);
     const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
     const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, false);
+    const Tensor wip = packed_weights(fused::Cell::kLstm, w_ih, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor c_state = c0.contiguous().clone();
@@ -330,7 +334,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     f.B = B;
     f.H = H;
     f.s = steps.view();
-    f.x_gates = x_gates.data_ptr();
+    f.I = I;
+    f.x = x2d.data_ptr();
+    f.w_ih_packed = wip.data_ptr();
     f.bias = bias.data_ptr();
     f.w_packed = wp.data_ptr();
     f.h0 = h0c.data_ptr();
@@ -532,6 +538,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     f.B = B;
     f.H = H;
     f.s = steps.view();
+    f.I = I;
     f.x_gates = x_gates.data_ptr();
     f.bias = bias.data_ptr();
     f.b_hn = b_hn.data_ptr();
@@ -669,9 +676,10 @@ std::tuple<Tensor, Tensor> rnn_forward(
   const auto dtype = input.scalar_type();
   if (use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
-    const Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+    const Tensor x2d = mat(input, s.N, I);
     const Tensor bias = input_side_bias(b_ih, b_hh, H, input.options());
     const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, false);
+    const Tensor wip = packed_weights(rnn_cell(relu), w_ih, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     fused::Forward f{};
@@ -680,7 +688,9 @@ std::tuple<Tensor, Tensor> rnn_forward(
     f.B = B;
     f.H = H;
     f.s = steps.view();
-    f.x_gates = x_gates.data_ptr();
+    f.I = I;
+    f.x = x2d.data_ptr();
+    f.w_ih_packed = wip.data_ptr();
     f.bias = bias.data_ptr();
     f.w_packed = wp.data_ptr();
     f.h0 = h0c.data_ptr();

@@ -77,10 +77,10 @@ constexpr int64_t kBackwardNv = 4;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 template <typename T>
-void pack_forward_t(Cell cell, const T* w, int64_t H, T* out, int64_t W) {
-  // Panel b, row k, vector v, lane l <- W_hh[gate v's unit b*W + l, k] (LSTM,
-  // GRU) or W_hh[b*4W + v*W + l, k] (RNN); zero past H. A transpose, done in
-  // (W x 16) tiles so that both reads and writes stay in cache lines.
+void pack_forward_t(Cell cell, const T* w, int64_t H, int64_t K, T* out, int64_t W) {
+  // w is (G, K). Panel b, row k, vector v, lane l <- w[gate v's unit b*W + l, k]
+  // (LSTM, GRU) or w[b*4W + v*W + l, k] (RNN); zero past H. A transpose, done
+  // in (W x 16) tiles so that both reads and writes stay in cache lines.
   constexpr int64_t kTile = 16;
   const int64_t nv = forward_nv(cell);
   const int64_t units = forward_units(cell, W), blocks = ceil_div(H, units);
@@ -88,13 +88,13 @@ void pack_forward_t(Cell cell, const T* w, int64_t H, T* out, int64_t W) {
   for (int64_t b = 0; b < blocks; ++b)
     for (int64_t v = 0; v < nv; ++v) {
       const int64_t unit0 = gated(cell) ? b * W : b * units + v * W;
-      const T* src = w + ((gated(cell) ? v * H : 0) + unit0) * H;
-      for (int64_t k0 = 0; k0 < H; k0 += kTile) {
-        const int64_t kn = std::min(kTile, H - k0);
+      const T* src = w + ((gated(cell) ? v * H : 0) + unit0) * K;
+      for (int64_t k0 = 0; k0 < K; k0 += kTile) {
+        const int64_t kn = std::min(kTile, K - k0);
         for (int64_t l = 0; l < W; ++l)
-          for (int64_t kk = 0; kk < kn; ++kk) tile[l][kk] = unit0 + l < H ? src[l * H + k0 + kk] : T(0);
+          for (int64_t kk = 0; kk < kn; ++kk) tile[l][kk] = unit0 + l < H ? src[l * K + k0 + kk] : T(0);
         for (int64_t kk = 0; kk < kn; ++kk) {
-          T* dst = out + ((b * H + k0 + kk) * nv + v) * W;
+          T* dst = out + ((b * K + k0 + kk) * nv + v) * W;
           for (int64_t l = 0; l < W; ++l) dst[l] = tile[l][kk];
         }
       }
@@ -159,7 +159,7 @@ RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, int64_t k0, int64_t kn, 
   micro_kernel<T, W, NV, MR>(a, k0, kn, panel, out, accumulate);
 }
 
-// acc (rows, NV*W) = a (rows, K) @ panel (K, NV*W), in chunks of K whose panel
+// acc (rows, NV*W) (+)= a (rows, K) @ panel (K, NV*W), in chunks of K whose panel
 // slice (16 KB) stays in L1 while every row tile passes over it; without the
 // chunks each row tile would stream the whole panel from L2 again.
 //
@@ -167,13 +167,14 @@ RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, int64_t k0, int64_t kn, 
 // there (prefetches) is spread among the products instead of stalling at once.
 template <typename T, int64_t W, int64_t NV, int64_t MR, typename F>
 RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc,
-                                  const F& after_tile) {
+                                  bool accumulate, const F& after_tile) {
   constexpr int64_t kChunk = 16384 / static_cast<int64_t>(NV * W * sizeof(T)) < 16
                                  ? 16 : 16384 / static_cast<int64_t>(NV * W * sizeof(T));
   for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
     const int64_t kn = std::min(kChunk, K - k0);
     for (int64_t m0 = 0; m0 < rows; m0 += MR) {
-      tile<T, W, NV, MR>(a + m0, std::min<int64_t>(MR, rows - m0), k0, kn, panel, acc + m0 * NV * W, k0 > 0);
+      tile<T, W, NV, MR>(a + m0, std::min<int64_t>(MR, rows - m0), k0, kn, panel, acc + m0 * NV * W,
+                         accumulate || k0 > 0);
       if (k0 == 0) after_tile(m0, std::min<int64_t>(MR, rows - m0));
     }
   }
@@ -203,6 +204,11 @@ RNN_EXT_INLINE void prefetch_l1(const T* p, int64_t n) {
   for (const char* end = reinterpret_cast<const char*>(p + n); c < end; c += 64) __builtin_prefetch(c, 0, 3);
 }
 
+struct NoOp {
+  RNN_EXT_INLINE void operator()(int64_t, int64_t) const {}
+};
+constexpr NoOp no_op{};
+
 inline void team_barrier(int nt) {
   if (nt > 1) {
 #pragma omp barrier
@@ -217,16 +223,17 @@ struct Slice {
 
 // ------------------------------------------------------------ forward
 // Gate math for one row and one block of units, on the tile `o` (gate v of
-// lane l at o[v*W + l]), the precomputed input side `x` and the biases `bx`
-// that add to it (gate v at x[v*H], bx[v*H]).
+// lane l at o[v*W + l]) and the biases `bx` (gate v at bx[v*H]). For LSTM and
+// RNN the tile holds x W_ih^T + h W_hh^T; GRU keeps the input side apart
+// (r multiplies only W_hn h + b_hn) and reads it from `x` (gate v at x[v*H]).
 template <typename T, int64_t W, bool kWs>
-RNN_EXT_INLINE void lstm_epilogue(const T* __restrict o, const T* __restrict x, const T* __restrict bx,
-                                  T* __restrict c, T* __restrict y, T* __restrict w, int64_t H, int64_t n) {
+RNN_EXT_INLINE void lstm_epilogue(const T* __restrict o, const T* __restrict bx, T* __restrict c, T* __restrict y,
+                                  T* __restrict w, int64_t H, int64_t n) {
   for (int64_t l = 0; l < n; ++l) {
-    const T i = sigmoid_(x[l] + bx[l] + o[l]);
-    const T f = sigmoid_(x[H + l] + bx[H + l] + o[W + l]);
-    const T g = tanh_(x[2 * H + l] + bx[2 * H + l] + o[2 * W + l]);
-    const T og = sigmoid_(x[3 * H + l] + bx[3 * H + l] + o[3 * W + l]);
+    const T i = sigmoid_(o[l] + bx[l]);
+    const T f = sigmoid_(o[W + l] + bx[H + l]);
+    const T g = tanh_(o[2 * W + l] + bx[2 * H + l]);
+    const T og = sigmoid_(o[3 * W + l] + bx[3 * H + l]);
     const T cn = f * c[l] + i * g;
     c[l] = cn;
     y[l] = og * tanh_(cn);
@@ -250,10 +257,9 @@ RNN_EXT_INLINE void gru_epilogue(const T* __restrict o, const T* __restrict x, c
 }
 
 template <typename T, bool kRelu>
-RNN_EXT_INLINE void rnn_epilogue(const T* __restrict o, const T* __restrict x, const T* __restrict bx,
-                                 T* __restrict y, int64_t n) {
+RNN_EXT_INLINE void rnn_epilogue(const T* __restrict o, const T* __restrict bx, T* __restrict y, int64_t n) {
   for (int64_t l = 0; l < n; ++l) {
-    const T pre = x[l] + bx[l] + o[l];
+    const T pre = o[l] + bx[l];
     if constexpr (kRelu) y[l] = pre < T(0) ? T(0) : pre;  // keeps NaN, as torch.relu
     else y[l] = tanh_(pre);
   }
@@ -267,7 +273,11 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
   const int64_t H = f.H, G = NG * H, K = H;
   const Slice mine(ceil_div(H, UW), tid, nt);
+  constexpr bool kInputInside = C != Cell::kGru;  // x W_ih^T computed here, per step
+  const int64_t I = f.I;
   const T* xg = static_cast<const T*>(f.x_gates);
+  const T* xin = static_cast<const T*>(f.x);
+  const T* wip = static_cast<const T*>(f.w_ih_packed);
   const T* wp = static_cast<const T*>(f.w_packed);
   const T* h0 = static_cast<const T*>(f.h0);
   const T* b_hn = static_cast<const T*>(f.b_hn);
@@ -277,6 +287,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   T* ws = static_cast<T*>(f.ws);
   std::vector<T> acc_buf(static_cast<size_t>(f.B * NV * W));  // one block's products, every row
   std::vector<const T*> a(static_cast<size_t>(f.B));          // h_{t-1} row of every batch row
+  std::vector<const T*> ax(static_cast<size_t>(f.B));         // x_t row of every batch row
   T* acc = acc_buf.data();
 
   for (int64_t k = 0; k < f.s.T; ++k) {
@@ -288,37 +299,48 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
     if (nt > 1 && k > 0) {
       for (int64_t r = 0; r < inh; ++r) prefetch_l1(a[r], K);
     }
+    if constexpr (kInputInside) {
+      for (int64_t r = 0; r < rows; ++r) ax[r] = xin + (off + r) * I;
+    }
     for (int64_t b = mine.b0; b < mine.b1; ++b) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
-      // The epilogue reads x_gates rows a page apart, which no hardware
-      // prefetcher follows: ask for them a block ahead (the next block of this
-      // step, or the first block of the next step), a tile of rows at a time.
-      const bool last = b + 1 == mine.b1, more = !last || k + 1 < f.s.T;
-      const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
-      const int64_t pr = last && more ? f.s.rows[k + 1] : rows, po = last && more ? f.s.offset[k + 1] : off;
-      block_product<T, W, NV, MR>(a.data(), rows, K, wp + b * K * NV * W, acc,
-                                  [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
-                                    if (!more) return;
-                                    const int64_t end = m0 + mr < rows ? std::min(m0 + mr, pr) : pr;
-                                    for (int64_t r = std::min(m0, pr); r < end; ++r)
-                                      for (int64_t g = 0; g < NG; ++g) prefetch(xg + (po + r) * G + g * H + jn, nn, false);
-                                  });
+      const T* panel = wp + b * K * NV * W;
+      if constexpr (kInputInside) {
+        const bool with_x = I > 0;
+        if (with_x) block_product<T, W, NV, MR>(ax.data(), rows, I, wip + b * I * NV * W, acc, false, no_op);
+        block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, with_x, no_op);
+      } else {
+        // The epilogue reads x_gates rows a page apart, which no hardware
+        // prefetcher follows: ask for them a block ahead (the next block of this
+        // step, or the first block of the next step), a tile of rows at a time.
+        const bool last = b + 1 == mine.b1, more = !last || k + 1 < f.s.T;
+        const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
+        const int64_t pr = last && more ? f.s.rows[k + 1] : rows, po = last && more ? f.s.offset[k + 1] : off;
+        block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, false,
+                                    [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
+                                      if (!more) return;
+                                      const int64_t end = m0 + mr < rows ? std::min(m0 + mr, pr) : pr;
+                                      for (int64_t r = std::min(m0, pr); r < end; ++r)
+                                        for (int64_t g = 0; g < NG; ++g)
+                                          prefetch(xg + (po + r) * G + g * H + jn, nn, false);
+                                    });
+      }
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t row = off + r;
         const T* o = acc + r * NV * W;
-        const T* x = xg + row * G + j0;
         const T* bx = bias + j0;
         T* yo = y + row * H + j0;
         if constexpr (C == Cell::kLstm) {
           T* c = cs + r * H + j0;
-          if (ws) lstm_epilogue<T, W, true>(o, x, bx, c, yo, ws + row * 5 * H + j0, H, nval);
-          else lstm_epilogue<T, W, false>(o, x, bx, c, yo, nullptr, H, nval);
+          if (ws) lstm_epilogue<T, W, true>(o, bx, c, yo, ws + row * 5 * H + j0, H, nval);
+          else lstm_epilogue<T, W, false>(o, bx, c, yo, nullptr, H, nval);
         } else if constexpr (C == Cell::kGru) {
+          const T* x = xg + row * G + j0;
           const T* hp = a[r] + j0;
           if (ws) gru_epilogue<T, W, true>(o, x, bx, b_hn + j0, hp, yo, ws + row * 4 * H + j0, H, nval);
           else gru_epilogue<T, W, false>(o, x, bx, b_hn + j0, hp, yo, nullptr, H, nval);
         } else {
-          rnn_epilogue<T, C == Cell::kRnnRelu>(o, x, bx, yo, nval);
+          rnn_epilogue<T, C == Cell::kRnnRelu>(o, bx, yo, nval);
         }
       }
     }
@@ -417,7 +439,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
       }
       for (int64_t b = mine.b0; b < mine.b1; ++b) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
-        block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc, [](int64_t, int64_t) {});
+        block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc, false, [](int64_t, int64_t) {});
         for (int64_t r = 0; r < rn; ++r) {
           store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);
         }
@@ -532,9 +554,9 @@ void run_team(int nt, const F& fn) {
 
 }  // namespace
 
-int64_t packed_forward_size(Cell cell, bool is_double, int64_t H) {
+int64_t packed_forward_size(Cell cell, bool is_double, int64_t H, int64_t K) {
   const int64_t W = lanes(is_double), units = forward_units(cell, W);
-  return ceil_div(H, units) * H * forward_nv(cell) * W;
+  return ceil_div(H, units) * K * forward_nv(cell) * W;
 }
 
 int64_t packed_backward_size(Cell cell, bool is_double, int64_t H) {
@@ -542,9 +564,9 @@ int64_t packed_backward_size(Cell cell, bool is_double, int64_t H) {
   return ceil_div(H, cols) * gates_of(cell) * H * cols;
 }
 
-void pack_forward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out) {
-  if (is_double) pack_forward_t(cell, static_cast<const double*>(w_hh), H, static_cast<double*>(out), lanes(true));
-  else pack_forward_t(cell, static_cast<const float*>(w_hh), H, static_cast<float*>(out), lanes(false));
+void pack_forward(Cell cell, bool is_double, const void* w, int64_t H, int64_t K, void* out) {
+  if (is_double) pack_forward_t(cell, static_cast<const double*>(w), H, K, static_cast<double*>(out), lanes(true));
+  else pack_forward_t(cell, static_cast<const float*>(w), H, K, static_cast<float*>(out), lanes(false));
 }
 
 void pack_backward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out) {

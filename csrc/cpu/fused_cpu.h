@@ -32,8 +32,11 @@ struct Forward {
   bool is_double;         // float64, else float32
   int64_t B, H;           // batch, hidden size (no projection)
   Steps s;
-  const void* x_gates;    // (N, G): X W_ih^T
-  const void* bias;       // (G): added to every x_gates row: b_ih + b_hh (GRU: without b_hn); zeros without bias
+  int64_t I;              // input size
+  const void* x;          // LSTM, RNN: (N, I) the input rows; x_t W_ih^T is computed per step
+  const void* w_ih_packed;  // LSTM, RNN: pack_forward(W_ih)
+  const void* x_gates;    // GRU: (N, G) X W_ih^T, precomputed (r multiplies only the h side of n)
+  const void* bias;       // (G): b_ih + b_hh (GRU: without b_hn), zeros without bias
   const void* b_hn;       // GRU: (H) the n part of b_hh (zeros without bias)
   const void* w_packed;   // pack_forward(W_hh)
   const void* h0;         // (B, H)
@@ -63,11 +66,12 @@ struct Backward {
   int threads;
 };
 
-// Packed W_hh (G, H, dense), in elements of the op dtype. The layout depends
-// on the CPU's vector width, chosen once per process.
-int64_t packed_forward_size(Cell cell, bool is_double, int64_t H);
+// Packed weights, in elements of the op dtype; the layout depends on the CPU's
+// vector width, chosen once per process. pack_forward takes W_hh (K = H) or
+// W_ih (K = I), a dense (G, K) matrix; pack_backward takes W_hh (G, H).
+int64_t packed_forward_size(Cell cell, bool is_double, int64_t H, int64_t K);
 int64_t packed_backward_size(Cell cell, bool is_double, int64_t H);
-void pack_forward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out);
+void pack_forward(Cell cell, bool is_double, const void* w, int64_t H, int64_t K, void* out);
 void pack_backward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out);
 
 void forward(const Forward& f);
