@@ -288,6 +288,42 @@ Tensor final_hidden(const FusedSteps& f, const Tensor& y2d, int64_t B) {
   return h_n;
 }
 
+// The fields every fused forward / backward call sets; the caller adds the rest.
+fused::Forward fused_forward_args(fused::Cell cell, const FusedSteps& steps, int64_t B, int64_t H, int64_t I,
+                                  const Tensor& bias, const Tensor& w_packed, const Tensor& h0, const Tensor& y) {
+  fused::Forward f{};
+  f.cell = cell;
+  f.is_double = y.scalar_type() == at::kDouble;
+  f.B = B;
+  f.H = H;
+  f.I = I;
+  f.s = steps.view();
+  f.bias = bias.data_ptr();
+  f.w_packed = w_packed.data_ptr();
+  f.h0 = h0.data_ptr();
+  f.y = y.data_ptr();
+  f.threads = fused_threads();
+  return f;
+}
+
+fused::Backward fused_backward_args(fused::Cell cell, const FusedSteps& steps, int64_t B, int64_t H,
+                                    const Tensor& w_packed, const Tensor& grad_y, const Tensor& y,
+                                    const Tensor& dh_state, const Tensor& d_gates) {
+  fused::Backward b{};
+  b.cell = cell;
+  b.is_double = y.scalar_type() == at::kDouble;
+  b.B = B;
+  b.H = H;
+  b.s = steps.view();
+  b.w_packed = w_packed.data_ptr();
+  b.grad_y = grad_y.data_ptr();
+  b.y = y.data_ptr();
+  b.dh_state = dh_state.data_ptr();
+  b.d_gates = d_gates.data_ptr();
+  b.threads = fused_threads();
+  return b;
+}
+
 fused::Cell rnn_cell(bool relu) { return relu ? fused::Cell::kRnnRelu : fused::Cell::kRnnTanh; }
 
 }  // namespace
@@ -321,29 +357,21 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   if (!proj && use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
+    const bool inside = fused::input_product_inside(B);
+    const Tensor x_gates = inside ? Tensor() : at::mm(x2d, w_ih.t());
+    const Tensor wip = inside ? packed_weights(fused::Cell::kLstm, w_ih, H, false) : Tensor();
     const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
     const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, false);
-    const Tensor wip = packed_weights(fused::Cell::kLstm, w_ih, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor c_state = c0.contiguous().clone();
     Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options());
-    fused::Forward f{};
-    f.cell = fused::Cell::kLstm;
-    f.is_double = dtype == at::kDouble;
-    f.B = B;
-    f.H = H;
-    f.s = steps.view();
-    f.I = I;
-    f.x = x2d.data_ptr();
-    f.w_ih_packed = wip.data_ptr();
-    f.bias = bias.data_ptr();
-    f.w_packed = wp.data_ptr();
-    f.h0 = h0c.data_ptr();
+    fused::Forward f = fused_forward_args(fused::Cell::kLstm, steps, B, H, I, bias, wp, h0c, y);
+    f.x = inside ? x2d.data_ptr() : nullptr;
+    f.w_ih_packed = inside ? wip.data_ptr() : nullptr;
+    f.x_gates = inside ? nullptr : x_gates.data_ptr();
     f.c_state = c_state.data_ptr();
-    f.y = y.data_ptr();
     f.ws = need_grad ? ws.data_ptr() : nullptr;
-    f.threads = fused_threads();
     fused::forward(f);
     return {y.view(out_shape(input, H)), final_hidden(steps, y, B), c_state, ws};
   }
@@ -429,22 +457,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const FusedSteps steps = fused_steps(s);
     const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, true);
     const Tensor h0c = h0.contiguous();
-    fused::Backward b{};
-    b.cell = fused::Cell::kLstm;
-    b.is_double = dtype == at::kDouble;
-    b.B = B;
-    b.H = H;
-    b.s = steps.view();
-    b.w_packed = wp.data_ptr();
-    b.grad_y = gy.data_ptr();
-    b.y = y2d.data_ptr();
+    fused::Backward b = fused_backward_args(fused::Cell::kLstm, steps, B, H, wp, gy, y2d, dh_state, d_gates);
     b.h0 = h0c.data_ptr();
     b.c0 = c0_acc.data_ptr();
     b.ws = ws.data_ptr();
-    b.dh_state = dh_state.data_ptr();
     b.dc_state = dc_state.data_ptr();
-    b.d_gates = d_gates.data_ptr();
-    b.threads = fused_threads();
     fused::backward(b);
   }
 
@@ -532,21 +549,10 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor ws = at::empty({need_grad ? s.N : 0, 4 * H}, input.options());
-    fused::Forward f{};
-    f.cell = fused::Cell::kGru;
-    f.is_double = dtype == at::kDouble;
-    f.B = B;
-    f.H = H;
-    f.s = steps.view();
-    f.I = I;
+    fused::Forward f = fused_forward_args(fused::Cell::kGru, steps, B, H, I, bias, wp, h0c, y);
     f.x_gates = x_gates.data_ptr();
-    f.bias = bias.data_ptr();
     f.b_hn = b_hn.data_ptr();
-    f.w_packed = wp.data_ptr();
-    f.h0 = h0c.data_ptr();
-    f.y = y.data_ptr();
     f.ws = need_grad ? ws.data_ptr() : nullptr;
-    f.threads = fused_threads();
     fused::forward(f);
     return {y.view(out_shape(input, H)), final_hidden(steps, y, B), ws};
   }
@@ -611,21 +617,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const FusedSteps steps = fused_steps(s);
     const Tensor wp = packed_weights(fused::Cell::kGru, w_hh, H, true);
     const Tensor y2d = mat(output, s.N, H), h0c = h0.contiguous();
-    fused::Backward b{};
-    b.cell = fused::Cell::kGru;
-    b.is_double = dtype == at::kDouble;
-    b.B = B;
-    b.H = H;
-    b.s = steps.view();
-    b.w_packed = wp.data_ptr();
-    b.grad_y = gy.data_ptr();
-    b.y = y2d.data_ptr();
+    fused::Backward b = fused_backward_args(fused::Cell::kGru, steps, B, H, wp, gy, y2d, dh_state, dg_ih);
     b.h0 = h0c.data_ptr();
     b.ws = ws.data_ptr();
-    b.dh_state = dh_state.data_ptr();
-    b.d_gates = dg_ih.data_ptr();
     b.d_gates_hh = dg_hh.data_ptr();
-    b.threads = fused_threads();
     fused::backward(b);
   }
 
@@ -677,25 +672,17 @@ std::tuple<Tensor, Tensor> rnn_forward(
   if (use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
+    const bool inside = fused::input_product_inside(B);
+    const Tensor x_gates = inside ? Tensor() : at::mm(x2d, w_ih.t());
+    const Tensor wip = inside ? packed_weights(rnn_cell(relu), w_ih, H, false) : Tensor();
     const Tensor bias = input_side_bias(b_ih, b_hh, H, input.options());
     const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, false);
-    const Tensor wip = packed_weights(rnn_cell(relu), w_ih, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
-    fused::Forward f{};
-    f.cell = rnn_cell(relu);
-    f.is_double = dtype == at::kDouble;
-    f.B = B;
-    f.H = H;
-    f.s = steps.view();
-    f.I = I;
-    f.x = x2d.data_ptr();
-    f.w_ih_packed = wip.data_ptr();
-    f.bias = bias.data_ptr();
-    f.w_packed = wp.data_ptr();
-    f.h0 = h0c.data_ptr();
-    f.y = y.data_ptr();
-    f.threads = fused_threads();
+    fused::Forward f = fused_forward_args(rnn_cell(relu), steps, B, H, I, bias, wp, h0c, y);
+    f.x = inside ? x2d.data_ptr() : nullptr;
+    f.w_ih_packed = inside ? wip.data_ptr() : nullptr;
+    f.x_gates = inside ? nullptr : x_gates.data_ptr();
     fused::forward(f);
     return {y.view(out_shape(input, H)), final_hidden(steps, y, B)};
   }
@@ -752,18 +739,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
     const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, true);
-    fused::Backward b{};
-    b.cell = rnn_cell(relu);
-    b.is_double = dtype == at::kDouble;
-    b.B = B;
-    b.H = H;
-    b.s = steps.view();
-    b.w_packed = wp.data_ptr();
-    b.grad_y = gy.data_ptr();
-    b.y = y2d.data_ptr();
-    b.dh_state = dh_state.data_ptr();
-    b.d_gates = d_gates.data_ptr();
-    b.threads = fused_threads();
+    fused::Backward b = fused_backward_args(rnn_cell(relu), steps, B, H, wp, gy, y2d, dh_state, d_gates);
     fused::backward(b);
   }
   for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {

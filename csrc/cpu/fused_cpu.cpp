@@ -204,6 +204,8 @@ RNN_EXT_INLINE void prefetch_l1(const T* p, int64_t n) {
   for (const char* end = reinterpret_cast<const char*>(p + n); c < end; c += 64) __builtin_prefetch(c, 0, 3);
 }
 
+inline const void* xin_of(const Forward& f) { return f.cell == Cell::kGru ? nullptr : f.x; }
+
 struct NoOp {
   RNN_EXT_INLINE void operator()(int64_t, int64_t) const {}
 };
@@ -273,7 +275,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
   const int64_t H = f.H, G = NG * H, K = H;
   const Slice mine(ceil_div(H, UW), tid, nt);
-  constexpr bool kInputInside = C != Cell::kGru;  // x W_ih^T computed here, per step
+  const bool x_inside = xin_of(f) != nullptr;  // x_t W_ih^T computed here, per step (LSTM, RNN)
   const int64_t I = f.I;
   const T* xg = static_cast<const T*>(f.x_gates);
   const T* xin = static_cast<const T*>(f.x);
@@ -299,24 +301,35 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
     if (nt > 1 && k > 0) {
       for (int64_t r = 0; r < inh; ++r) prefetch_l1(a[r], K);
     }
-    if constexpr (kInputInside) {
+    if (x_inside) {
       for (int64_t r = 0; r < rows; ++r) ax[r] = xin + (off + r) * I;
     }
     for (int64_t b = mine.b0; b < mine.b1; ++b) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       const T* panel = wp + b * K * NV * W;
-      if constexpr (kInputInside) {
+      if (x_inside) {
         const bool with_x = I > 0;
         if (with_x) block_product<T, W, NV, MR>(ax.data(), rows, I, wip + b * I * NV * W, acc, false, no_op);
         block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, with_x, no_op);
       } else {
-        // The epilogue reads x_gates rows a page apart, which no hardware
-        // prefetcher follows: ask for them a block ahead (the next block of this
-        // step, or the first block of the next step), a tile of rows at a time.
+        // x_gates precomputed. LSTM and RNN start the tile from it (GRU's
+        // epilogue reads it). Its rows are a page apart, which no hardware
+        // prefetcher follows: ask for them a block ahead (the next block of
+        // this step, or the first block of the next step), a tile at a time.
+        constexpr bool kStartFromX = C != Cell::kGru;
+        if constexpr (kStartFromX) {
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t v = 0; v < NV; ++v) {
+              const int64_t u0 = NG > 1 ? j0 : j0 + v * W, n = std::max<int64_t>(0, std::min(W, H - u0));
+              const T* src = xg + (off + r) * G + (NG > 1 ? v * H : 0) + u0;
+              T* dst = acc + (r * NV + v) * W;
+              for (int64_t l = 0; l < W; ++l) dst[l] = l < n ? src[l] : T(0);
+            }
+        }
         const bool last = b + 1 == mine.b1, more = !last || k + 1 < f.s.T;
         const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
         const int64_t pr = last && more ? f.s.rows[k + 1] : rows, po = last && more ? f.s.offset[k + 1] : off;
-        block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, false,
+        block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, kStartFromX,
                                     [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
                                       if (!more) return;
                                       const int64_t end = m0 + mr < rows ? std::min(m0 + mr, pr) : pr;

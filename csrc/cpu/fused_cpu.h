@@ -33,9 +33,9 @@ struct Forward {
   int64_t B, H;           // batch, hidden size (no projection)
   Steps s;
   int64_t I;              // input size
-  const void* x;          // LSTM, RNN: (N, I) the input rows; x_t W_ih^T is computed per step
-  const void* w_ih_packed;  // LSTM, RNN: pack_forward(W_ih)
-  const void* x_gates;    // GRU: (N, G) X W_ih^T, precomputed (r multiplies only the h side of n)
+  const void* x;          // LSTM, RNN: (N, I) the input rows, to compute x_t W_ih^T per step; or null
+  const void* w_ih_packed;  // with x: pack_forward(W_ih)
+  const void* x_gates;    // without x (and always for GRU): (N, G) X W_ih^T, precomputed
   const void* bias;       // (G): b_ih + b_hh (GRU: without b_hn), zeros without bias
   const void* b_hn;       // GRU: (H) the n part of b_hh (zeros without bias)
   const void* w_packed;   // pack_forward(W_hh)
@@ -75,6 +75,12 @@ void pack_forward(Cell cell, bool is_double, const void* w, int64_t H, int64_t K
 void pack_backward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out);
 
 void forward(const Forward& f);
+
+// Whether LSTM/RNN forward should compute x_t W_ih^T inside the step (pass x)
+// rather than read it precomputed (pass x_gates): worth it once a step has
+// enough rows to keep the register tile busy; below that the extra panel
+// traffic costs more than one big GEMM.
+inline bool input_product_inside(int64_t batch) { return batch >= 4; }
 void backward(const Backward& b);
 
 // Which instruction set the kernels use on this CPU: "avx512", "avx2" or "generic".
