@@ -1,7 +1,8 @@
 // Fused whole-sequence CPU kernels for float32 and float64: one parallel
 // region per op call, in which each thread owns a fixed slice of hidden units
 // for every step, multiplies h_{t-1} by its slice of W_hh (packed once per
-// call into panels that stay in its L2), applies the gate math to the result
+// call into panels that stay in its L2; LSTM and RNN with a batch of 4 or more
+// also x_t by W_ih, see input_product_inside), applies the gate math to the result
 // while it is still in L1, and meets the other threads at one barrier per step.
 // No ATen call, allocation or thread launch happens inside the step loop.
 //
