@@ -308,6 +308,12 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       const T* panel = wp + b * K * NV * W;
       if (x_inside) {
+        // The next step's x rows come from memory: ask for them a step ahead,
+        // a share with each block.
+        if (k + 1 < f.s.T) {
+          const int64_t rn = f.s.rows[k + 1], nb = mine.b1 - mine.b0, i = b - mine.b0;
+          for (int64_t r = rn * i / nb; r < rn * (i + 1) / nb; ++r) prefetch(xin + (f.s.offset[k + 1] + r) * I, I, false);
+        }
         const bool with_x = I > 0;
         if (with_x) block_product<T, W, NV, MR>(ax.data(), rows, I, wip + b * I * NV * W, acc, false, no_op);
         block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, with_x, no_op);
