@@ -465,6 +465,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     fused::backward(b);
   }
 
+  // stepwise path (skipped when the fused kernel already ran every step)
   for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
@@ -624,6 +625,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     fused::backward(b);
   }
 
+  // stepwise path (skipped when the fused kernel already ran every step)
   for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
@@ -742,6 +744,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     fused::Backward b = fused_backward_args(rnn_cell(relu), steps, B, H, wp, gy, y2d, dh_state, d_gates);
     fused::backward(b);
   }
+  // stepwise path (skipped when the fused kernel already ran every step)
   for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;

@@ -68,11 +68,11 @@ int64_t vector_bytes() { return isa() == Isa::kAvx512 ? 64 : isa() == Isa::kAvx2
 int64_t lanes(bool is_double) { return vector_bytes() / (is_double ? 8 : 4); }
 
 // ------------------------------------------------------------ layouts
-int64_t gates_of(Cell c) { return c == Cell::kLstm ? 4 : c == Cell::kGru ? 3 : 1; }
-bool gated(Cell c) { return c == Cell::kLstm || c == Cell::kGru; }
+constexpr int64_t gates_of(Cell c) { return c == Cell::kLstm ? 4 : c == Cell::kGru ? 3 : 1; }
+constexpr bool gated(Cell c) { return c == Cell::kLstm || c == Cell::kGru; }
 // Vectors per panel row, and hidden units per block.
-int64_t forward_nv(Cell c) { return gated(c) ? gates_of(c) : 4; }
-int64_t forward_units(Cell c, int64_t W) { return gated(c) ? W : 4 * W; }
+constexpr int64_t forward_nv(Cell c) { return gated(c) ? gates_of(c) : 4; }
+constexpr int64_t forward_units(Cell c, int64_t W) { return gated(c) ? W : 4 * W; }
 constexpr int64_t kBackwardNv = 4;
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -269,10 +269,10 @@ RNN_EXT_INLINE void rnn_epilogue(const T* __restrict o, const T* __restrict bx, 
 
 template <typename T, int64_t W, int64_t Regs, Cell C>
 RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
-  constexpr int64_t NV = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 4;
+  constexpr int64_t NV = forward_nv(C);
   constexpr int64_t MR = tile_rows(Regs, NV);
-  constexpr int64_t UW = (C == Cell::kLstm || C == Cell::kGru) ? W : 4 * W;  // units per block
-  constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
+  constexpr int64_t UW = forward_units(C, W);  // units per block
+  constexpr int64_t NG = gates_of(C);
   const int64_t H = f.H, G = NG * H, K = H;
   const Slice mine(ceil_div(H, UW), tid, nt);
   const bool x_inside = xin_of(f) != nullptr;  // x_t W_ih^T computed here, per step (LSTM, RNN)
@@ -431,7 +431,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
   constexpr int64_t NV = kBackwardNv;
   constexpr int64_t MR = tile_rows(Regs, NV);
   constexpr int64_t UW = NV * W;
-  constexpr int64_t NG = C == Cell::kLstm ? 4 : C == Cell::kGru ? 3 : 1;
+  constexpr int64_t NG = gates_of(C);
   const int64_t H = bw.H, G = NG * H, T_ = bw.s.T;
   const Slice mine(ceil_div(H, UW), tid, nt);
   const T* wp = static_cast<const T*>(bw.w_packed);
@@ -458,7 +458,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
       }
       for (int64_t b = mine.b0; b < mine.b1; ++b) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
-        block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc, false, [](int64_t, int64_t) {});
+        block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc, false, no_op);
         for (int64_t r = 0; r < rn; ++r) {
           store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);
         }
@@ -607,14 +607,6 @@ void backward(const Backward& b) {
                            tile_rows_here(kBackwardNv));
   const BackwardFn fn = backward_fn(b.is_double);
   run_team(nt, [&](int tid, int n) { fn(b, tid, n); });
-}
-
-const char* isa_name() {
-  switch (isa()) {
-    case Isa::kAvx512: return "avx512";
-    case Isa::kAvx2: return "avx2";
-    default: return "generic";
-  }
 }
 
 }  // namespace fused

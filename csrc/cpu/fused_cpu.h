@@ -84,8 +84,6 @@ void forward(const Forward& f);
 inline bool input_product_inside(int64_t batch) { return batch >= 4; }
 void backward(const Backward& b);
 
-// Which instruction set the kernels use on this CPU: "avx512", "avx2" or "generic".
-const char* isa_name();
 
 }  // namespace fused
 }  // namespace rnn_ext
