@@ -256,17 +256,20 @@ FusedSteps fused_steps(const Schedule& s) {
 
 int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
 
-// w (G, K) packed for the forward (W_hh with K = H, or W_ih with K = I), or
-// W_hh for the backward.
-Tensor packed_weights(fused::Cell cell, const Tensor& w_, int64_t H, bool for_backward) {
+// A weight for the fused kernels: the dense (G, K) matrix and the scratch they
+// pack it into (forward: W_hh with K = H, or W_ih with K = I; or W_hh for the
+// backward).
+struct Packing {
+  Tensor w, scratch;
+};
+
+Packing packing_for(fused::Cell cell, const Tensor& w_, int64_t H, bool for_backward) {
   const bool dbl = w_.scalar_type() == at::kDouble;
-  const Tensor w = w_.contiguous();
-  const int64_t K = w.size(1);
-  Tensor out = at::empty({for_backward ? fused::packed_backward_size(cell, dbl, H)
-                                       : fused::packed_forward_size(cell, dbl, H, K)}, w.options());
-  if (for_backward) fused::pack_backward(cell, dbl, w.data_ptr(), H, out.data_ptr());
-  else fused::pack_forward(cell, dbl, w.data_ptr(), H, K, out.data_ptr());
-  return out;
+  Packing p{w_.contiguous(), Tensor()};
+  const int64_t K = p.w.size(1);
+  p.scratch = at::empty({for_backward ? fused::packed_backward_size(cell, dbl, H)
+                                      : fused::packed_forward_size(cell, dbl, H, K)}, p.w.options());
+  return p;
 }
 
 // The biases that add to X W_ih^T outside any gate product, as one dense
@@ -290,7 +293,7 @@ Tensor final_hidden(const FusedSteps& f, const Tensor& y2d, int64_t B) {
 
 // The fields every fused forward / backward call sets; the caller adds the rest.
 fused::Forward fused_forward_args(fused::Cell cell, const FusedSteps& steps, int64_t B, int64_t H, int64_t I,
-                                  const Tensor& bias, const Tensor& w_packed, const Tensor& h0, const Tensor& y) {
+                                  const Tensor& bias, const Packing& w_hh, const Tensor& h0, const Tensor& y) {
   fused::Forward f{};
   f.cell = cell;
   f.is_double = y.scalar_type() == at::kDouble;
@@ -299,7 +302,8 @@ fused::Forward fused_forward_args(fused::Cell cell, const FusedSteps& steps, int
   f.I = I;
   f.s = steps.view();
   f.bias = bias.data_ptr();
-  f.w_packed = w_packed.data_ptr();
+  f.w_hh = w_hh.w.data_ptr();
+  f.w_packed = w_hh.scratch.data_ptr();
   f.h0 = h0.data_ptr();
   f.y = y.data_ptr();
   f.threads = fused_threads();
@@ -307,7 +311,7 @@ fused::Forward fused_forward_args(fused::Cell cell, const FusedSteps& steps, int
 }
 
 fused::Backward fused_backward_args(fused::Cell cell, const FusedSteps& steps, int64_t B, int64_t H,
-                                    const Tensor& w_packed, const Tensor& grad_y, const Tensor& y,
+                                    const Packing& w_hh, const Tensor& grad_y, const Tensor& y,
                                     const Tensor& dh_state, const Tensor& d_gates) {
   fused::Backward b{};
   b.cell = cell;
@@ -315,7 +319,8 @@ fused::Backward fused_backward_args(fused::Cell cell, const FusedSteps& steps, i
   b.B = B;
   b.H = H;
   b.s = steps.view();
-  b.w_packed = w_packed.data_ptr();
+  b.w_hh = w_hh.w.data_ptr();
+  b.w_packed = w_hh.scratch.data_ptr();
   b.grad_y = grad_y.data_ptr();
   b.y = y.data_ptr();
   b.dh_state = dh_state.data_ptr();
@@ -359,16 +364,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor x2d = mat(input, s.N, I);
     const bool inside = fused::input_product_inside(B);
     const Tensor x_gates = inside ? Tensor() : at::mm(x2d, w_ih.t());
-    const Tensor wip = inside ? packed_weights(fused::Cell::kLstm, w_ih, H, false) : Tensor();
+    const Packing wip = inside ? packing_for(fused::Cell::kLstm, w_ih, H, false) : Packing{};
     const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
-    const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, false);
+    const Packing wp = packing_for(fused::Cell::kLstm, w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor c_state = c0.contiguous().clone();
     Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options());
     fused::Forward f = fused_forward_args(fused::Cell::kLstm, steps, B, H, I, bias, wp, h0c, y);
     f.x = inside ? x2d.data_ptr() : nullptr;
-    f.w_ih_packed = inside ? wip.data_ptr() : nullptr;
+    f.w_ih = inside ? wip.w.data_ptr() : nullptr;
+    f.w_ih_packed = inside ? wip.scratch.data_ptr() : nullptr;
     f.x_gates = inside ? nullptr : x_gates.data_ptr();
     f.c_state = c_state.data_ptr();
     f.ws = need_grad ? ws.data_ptr() : nullptr;
@@ -455,7 +461,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const bool fuse = !proj && use_fused(input, H, B);
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
-    const Tensor wp = packed_weights(fused::Cell::kLstm, w_hh, H, true);
+    const Packing wp = packing_for(fused::Cell::kLstm, w_hh, H, true);
     const Tensor h0c = h0.contiguous();
     fused::Backward b = fused_backward_args(fused::Cell::kLstm, steps, B, H, wp, gy, y2d, dh_state, d_gates);
     b.h0 = h0c.data_ptr();
@@ -546,7 +552,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const FusedSteps steps = fused_steps(s);
     const Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
     const Tensor bias = input_side_bias(b_ih, b_side, G, input.options());
-    const Tensor wp = packed_weights(fused::Cell::kGru, w_hh, H, false);
+    const Packing wp = packing_for(fused::Cell::kGru, w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor ws = at::empty({need_grad ? s.N : 0, 4 * H}, input.options());
@@ -616,7 +622,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   const bool fuse = use_fused(input, H, B);
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
-    const Tensor wp = packed_weights(fused::Cell::kGru, w_hh, H, true);
+    const Packing wp = packing_for(fused::Cell::kGru, w_hh, H, true);
     const Tensor y2d = mat(output, s.N, H), h0c = h0.contiguous();
     fused::Backward b = fused_backward_args(fused::Cell::kGru, steps, B, H, wp, gy, y2d, dh_state, dg_ih);
     b.h0 = h0c.data_ptr();
@@ -676,14 +682,15 @@ std::tuple<Tensor, Tensor> rnn_forward(
     const Tensor x2d = mat(input, s.N, I);
     const bool inside = fused::input_product_inside(B);
     const Tensor x_gates = inside ? Tensor() : at::mm(x2d, w_ih.t());
-    const Tensor wip = inside ? packed_weights(rnn_cell(relu), w_ih, H, false) : Tensor();
+    const Packing wip = inside ? packing_for(rnn_cell(relu), w_ih, H, false) : Packing{};
     const Tensor bias = input_side_bias(b_ih, b_hh, H, input.options());
-    const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, false);
+    const Packing wp = packing_for(rnn_cell(relu), w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     fused::Forward f = fused_forward_args(rnn_cell(relu), steps, B, H, I, bias, wp, h0c, y);
     f.x = inside ? x2d.data_ptr() : nullptr;
-    f.w_ih_packed = inside ? wip.data_ptr() : nullptr;
+    f.w_ih = inside ? wip.w.data_ptr() : nullptr;
+    f.w_ih_packed = inside ? wip.scratch.data_ptr() : nullptr;
     f.x_gates = inside ? nullptr : x_gates.data_ptr();
     fused::forward(f);
     return {y.view(out_shape(input, H)), final_hidden(steps, y, B)};
@@ -740,7 +747,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   const bool fuse = use_fused(input, H, B);
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
-    const Tensor wp = packed_weights(rnn_cell(relu), w_hh, H, true);
+    const Packing wp = packing_for(rnn_cell(relu), w_hh, H, true);
     fused::Backward b = fused_backward_args(rnn_cell(relu), steps, B, H, wp, gy, y2d, dh_state, d_gates);
     fused::backward(b);
   }

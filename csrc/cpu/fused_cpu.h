@@ -1,7 +1,7 @@
 // Fused whole-sequence CPU kernels for float32 and float64: one parallel
 // region per op call, in which each thread owns a fixed slice of hidden units
-// for every step, multiplies h_{t-1} by its slice of W_hh (packed once per
-// call into panels that stay in its L2; LSTM and RNN with a batch of 4 or more
+// for every step, multiplies h_{t-1} by its slice of W_hh (which the thread
+// packs into panels at the start of the call; LSTM and RNN with a batch of 4 or more
 // also x_t by W_ih, see input_product_inside), applies the gate math to the result
 // while it is still in L1, and meets the other threads at one barrier per step.
 // No ATen call, allocation or thread launch happens inside the step loop.
@@ -35,11 +35,13 @@ struct Forward {
   Steps s;
   int64_t I;              // input size
   const void* x;          // LSTM, RNN: (N, I) the input rows, to compute x_t W_ih^T per step; or null
-  const void* w_ih_packed;  // with x: pack_forward(W_ih)
+  const void* w_ih;       // with x: (G, I) W_ih, dense
+  void* w_ih_packed;      // with x: scratch of packed_forward_size(K = I)
   const void* x_gates;    // without x (and always for GRU): (N, G) X W_ih^T, precomputed
   const void* bias;       // (G): b_ih + b_hh (GRU: without b_hn), zeros without bias
   const void* b_hn;       // GRU: (H) the n part of b_hh (zeros without bias)
-  const void* w_packed;   // pack_forward(W_hh)
+  const void* w_hh;       // (G, H) W_hh, dense
+  void* w_packed;         // scratch of packed_forward_size(K = H)
   const void* h0;         // (B, H)
   void* c_state;          // LSTM: (B, H) c0 in, c_n out
   void* y;                // (N, H) outputs h_t
@@ -54,7 +56,8 @@ struct Backward {
   bool is_double;
   int64_t B, H;
   Steps s;
-  const void* w_packed;   // pack_backward(W_hh)
+  const void* w_hh;       // (G, H) W_hh, dense
+  void* w_packed;         // scratch of packed_backward_size
   const void* grad_y;     // (N, H)
   const void* y;          // (N, H) forward outputs
   const void* h0;         // (B, H)
@@ -67,13 +70,12 @@ struct Backward {
   int threads;
 };
 
-// Packed weights, in elements of the op dtype; the layout depends on the CPU's
-// vector width, chosen once per process. pack_forward takes W_hh (K = H) or
-// W_ih (K = I), a dense (G, K) matrix; pack_backward takes W_hh (G, H).
+// Scratch for the packed weights, in elements of the op dtype (the kernels
+// pack them into it; the layout depends on the CPU's vector width, chosen once
+// per process): forward for a dense (G, K) matrix, W_hh (K = H) or W_ih
+// (K = I); backward for W_hh.
 int64_t packed_forward_size(Cell cell, bool is_double, int64_t H, int64_t K);
 int64_t packed_backward_size(Cell cell, bool is_double, int64_t H);
-void pack_forward(Cell cell, bool is_double, const void* w, int64_t H, int64_t K, void* out);
-void pack_backward(Cell cell, bool is_double, const void* w_hh, int64_t H, void* out);
 
 void forward(const Forward& f);
 
