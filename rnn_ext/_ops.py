@@ -167,6 +167,9 @@ def _lstm_setup(ctx, inputs, output):
     y, h_n, c_n, ws = output
     ctx.reverse = reverse
     ctx.save_for_backward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, y, h_n, c_n, ws)
+    # Unused outputs (the workspace, often h_n) get None, not a zero tensor as
+    # large as the output: backward fills in only what it reads.
+    ctx.set_materialize_grads(False)
 
 
 def _lstm_backward(ctx, grad_y, grad_h, grad_c, _grad_ws):
@@ -188,6 +191,7 @@ def _gru_setup(ctx, inputs, output):
     y, h_n, ws = output
     ctx.reverse = reverse
     ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n, ws)
+    ctx.set_materialize_grads(False)
 
 
 def _gru_backward(ctx, grad_y, grad_h, _grad_ws):
@@ -208,6 +212,7 @@ def _rnn_setup(ctx, inputs, output):
     y, h_n = output
     ctx.relu, ctx.reverse = relu, reverse
     ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n)
+    ctx.set_materialize_grads(False)
 
 
 def _rnn_backward(ctx, grad_y, grad_h):

@@ -13,19 +13,26 @@ namespace rnn_ext {
 namespace fast_math {
 
 // ---- float32 math: Cephes-style polynomials, ~1-2 ulp, NaN in -> NaN out.
-RNN_EXT_INLINE float exp2i(int32_t n) { n = (n + 127) << 23; float s; std::memcpy(&s, &n, 4); return s; }
 RNN_EXT_INLINE float exp_f32(float xin) {
   // Clamp so that the exponent below lands on 128 (scale = +inf) for large x and
   // on -127 (scale = 0) for very negative x: exp saturates like expf, so
-  // sigmoid(-inf) is exactly 0 and 0 * inf gives NaN as in torch. The
-  // comparisons keep NaN. (Selects between constants keep the loop vectorised.)
-  float x = xin > 88.7f ? 88.7f : xin;
-  x = x < -88.2f ? -88.2f : x;
-  float t = x * 1.44269504088896341f + 0.5f;
-  int32_t n = static_cast<int32_t>(t);  // floor without libm, so loops vectorise
-  n -= static_cast<float>(n) > t ? 1 : 0;
-  float fx = static_cast<float>(n);
-  float z = x - fx * 0.693359375f + fx * 2.12194440e-4f;
+  // sigmoid(-inf) is exactly 0 and 0 * inf gives NaN as in torch. Both clamps
+  // keep NaN ((c < x) ? c : x is x when x is NaN).
+  float x = 88.7f < xin ? 88.7f : xin;
+  x = -88.2f > x ? -88.2f : x;
+  // n = round(x log2 e), by adding 1.5 * 2^23: the sum's low mantissa bits then
+  // hold n, so 2^n is that bit pattern shifted into the exponent field. Fewer
+  // vector instructions than floor and two conversions (the exp is most of
+  // the gate math).
+  const float kShift = 12582912.0f;
+  const float r = x * 1.44269504088896341f + kShift;
+  const float fx = r - kShift;
+  int32_t bits;
+  std::memcpy(&bits, &r, 4);
+  bits = (bits << 23) + (127 << 23);
+  float scale;
+  std::memcpy(&scale, &bits, 4);
+  const float z = x - fx * 0.693359375f + fx * 2.12194440e-4f;
   float y = 1.9875691500E-4f;
   y = y * z + 1.3981999507E-3f;
   y = y * z + 8.3333452709E-3f;
@@ -33,7 +40,7 @@ RNN_EXT_INLINE float exp_f32(float xin) {
   y = y * z + 1.6666665459E-1f;
   y = y * z + 5.0000001201E-1f;
   y = y * z * z + z + 1.0f;
-  return y * exp2i(n);
+  return y * scale;
 }
 RNN_EXT_INLINE float sigmoid_(float x) { return 1.0f / (1.0f + exp_f32(-x)); }
 // tanh: odd polynomial near 0 (keeps relative accuracy), (1-e)/(1+e) with
