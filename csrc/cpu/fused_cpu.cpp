@@ -229,6 +229,17 @@ constexpr int64_t tile_rows(int64_t regs, int64_t nv) {
   return r < 1 ? 1 : r > 8 ? 8 : r;
 }
 
+// The first n elements of each row, just written by the other threads: into
+// L1 when they fit there, else into L2.
+template <typename T>
+RNN_EXT_INLINE void prefetch_rows(const T* const* rows, int64_t count, int64_t n) {
+  const bool fits = count * n * static_cast<int64_t>(sizeof(T)) <= 32768;
+  for (int64_t r = 0; r < count; ++r) {
+    if (fits) prefetch_l1(rows[r], n);
+    else prefetch(rows[r], n, false);
+  }
+}
+
 inline const void* xin_of(const Forward& f) { return f.cell == Cell::kGru ? nullptr : f.x; }
 
 struct NoOp {
@@ -325,9 +336,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
     for (int64_t r = 0; r < rows; ++r) a[r] = r < inh ? y + (prev + r) * H : h0 + r * H;
     // h_{t-1} was just written, partly by the other threads' cores: request it
     // all at once rather than a line at a time as the products reach it.
-    if (nt > 1 && k > 0) {
-      for (int64_t r = 0; r < inh; ++r) prefetch_l1(a[r], K);
-    }
+    if (nt > 1 && k > 0) prefetch_rows(a.data(), inh, K);
     if (x_inside) {
       for (int64_t r = 0; r < rows; ++r) ax[r] = xin + (off + r) * I;
     }
@@ -484,9 +493,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
     if (k + 1 < T_) {
       const int64_t rn = bw.s.rows[k + 1], offn = bw.s.offset[k + 1];
       for (int64_t r = 0; r < rn; ++r) a[r] = dgh + (offn + r) * G;
-      if (nt > 1) {
-        for (int64_t r = 0; r < rn; ++r) prefetch_l1(a[r], G);
-      }
+      if (nt > 1) prefetch_rows(a.data(), rn, G);
       for (int64_t b = mine.b0; b < mine.b1; ++b) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
         const T* next = wp + (b + 1 < mine.b1 ? b + 1 : mine.b0) * G * NV * W;
