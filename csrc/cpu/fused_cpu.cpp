@@ -19,6 +19,7 @@
 #include "cpu/fused_cpu.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -187,11 +188,8 @@ RNN_EXT_INLINE void prefetch_l1(const T* p, int64_t n) {
 // slice (16 KB) stays in L1 while every row tile passes over it; without the
 // chunks each row tile would stream the whole panel from L2 again.
 //
-// While a chunk runs, its row tiles prefetch the next slice into L2 (the
-// panel's next chunk, else next_panel's first): once a thread's panels pass
-// the size of its L2 they come from L3 at every step, and the hardware
-// prefetcher alone leaves the first tile of each chunk waiting (-6% time at
-// B=64, I=H=512).
+// With a next_panel (see streams_panels), the row tiles of each chunk prefetch
+// the next slice into L2: the panel's next chunk, else next_panel's first.
 //
 // after_tile(m0, mr) runs after each row tile of the first chunk, so that work
 // there (prefetches) is spread among the products instead of stalling at once.
@@ -207,7 +205,7 @@ RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, co
   for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
     const int64_t kn = std::min(kChunk, K - k0);
     // The slice after this one (or the next panel's first), a share per tile.
-    const T* ahead = k0 + kn < K ? panel + (k0 + kn) * kRow : next_panel;
+    const T* ahead = !next_panel ? nullptr : k0 + kn < K ? panel + (k0 + kn) * kRow : next_panel;
     const int64_t ahead_n = (k0 + kn < K ? std::min(kChunk, K - k0 - kn) : kChunk) * kRow;
     for (int64_t m0 = 0, i = 0; m0 < rows; ++i) {
       const int64_t mr = std::min(rows - m0, base + (i < extra));
@@ -227,6 +225,18 @@ RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, co
 constexpr int64_t tile_rows(int64_t regs, int64_t nv) {
   int64_t r = (regs - nv - 2) / nv;
   return r < 1 ? 1 : r > 8 ? 8 : r;
+}
+
+// Whether a thread's panels (bytes) outgrow its L2, so that they come from L3
+// at every step: then the products prefetch them a chunk ahead (the hardware
+// prefetcher alone leaves the first tile of each chunk waiting: -6% time at
+// LSTM B=64, I=H=512). Below that the prefetches only cost (+30% at B=1).
+inline bool streams_panels(int64_t bytes) {
+  static const int64_t l2 = [] {
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? static_cast<int64_t>(v) : int64_t{1} << 20;
+  }();
+  return bytes > l2 / 2;
 }
 
 // The first n elements of each row, just written by the other threads: into
@@ -325,6 +335,8 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   T* ws = static_cast<T*>(f.ws);
   if (x_inside && I > 0) pack_forward_blocks<T, W>(C, static_cast<const T*>(f.w_ih), H, I, wip, mine.b0, mine.b1);
   pack_forward_blocks<T, W>(C, static_cast<const T*>(f.w_hh), H, K, wp, mine.b0, mine.b1);
+  const bool stream = streams_panels((mine.b1 - mine.b0) * (K + (x_inside ? I : 0)) * NV * W *
+                                     static_cast<int64_t>(sizeof(T)));
   std::vector<T> acc_buf(static_cast<size_t>(f.B * NV * W));  // one block's products, every row
   std::vector<const T*> a(static_cast<size_t>(f.B));          // h_{t-1} row of every batch row
   std::vector<const T*> ax(static_cast<size_t>(f.B));         // x_t row of every batch row
@@ -351,10 +363,13 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
           for (int64_t r = rn * i / nb; r < rn * (i + 1) / nb; ++r) prefetch(xin + (f.s.offset[k + 1] + r) * I, I, false);
         }
         const bool with_x = I > 0;
-        const T* next_x = b + 1 < mine.b1 ? wip + (b + 1) * I * NV * W : wip + mine.b0 * I * NV * W;
-        if (with_x) block_product<T, W, NV, MR>(ax.data(), rows, I, wip + b * I * NV * W, acc, false, no_op, panel);
-        block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, with_x, no_op,
-                                    with_x ? next_x : wp + (b + 1 < mine.b1 ? b + 1 : mine.b0) * K * NV * W);
+        const int64_t bn = b + 1 < mine.b1 ? b + 1 : mine.b0;  // the block after this one
+        const T* next_x = stream ? wip + bn * I * NV * W : nullptr;
+        const T* next_h = stream ? wp + bn * K * NV * W : nullptr;
+        if (with_x)
+          block_product<T, W, NV, MR>(ax.data(), rows, I, wip + b * I * NV * W, acc, false, no_op,
+                                      stream ? panel : nullptr);
+        block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, with_x, no_op, with_x ? next_x : next_h);
       } else {
         // x_gates precomputed. LSTM and RNN start the tile from it (GRU's
         // epilogue reads it). Its rows are a page apart, which no hardware
@@ -373,7 +388,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
         const bool last = b + 1 == mine.b1, more = !last || k + 1 < f.s.T;
         const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
         const int64_t pr = last && more ? f.s.rows[k + 1] : rows, po = last && more ? f.s.offset[k + 1] : off;
-        const T* next = wp + (last ? mine.b0 : b + 1) * K * NV * W;
+        const T* next = stream ? wp + (last ? mine.b0 : b + 1) * K * NV * W : nullptr;
         block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, kStartFromX,
                                     [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
                                       if (!more) return;
@@ -484,6 +499,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
   T* dg = static_cast<T*>(bw.d_gates);
   T* dgh = C == Cell::kGru ? static_cast<T*>(bw.d_gates_hh) : dg;  // what multiplies W_hh
   pack_backward_blocks<T, W>(C, static_cast<const T*>(bw.w_hh), H, wp, mine.b0, mine.b1);
+  const bool stream = streams_panels((mine.b1 - mine.b0) * G * NV * W * static_cast<int64_t>(sizeof(T)));
   std::vector<T> acc_buf(static_cast<size_t>(bw.B * NV * W));
   std::vector<const T*> a(static_cast<size_t>(bw.B));
   T* acc = acc_buf.data();
@@ -496,7 +512,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
       if (nt > 1) prefetch_rows(a.data(), rn, G);
       for (int64_t b = mine.b0; b < mine.b1; ++b) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
-        const T* next = wp + (b + 1 < mine.b1 ? b + 1 : mine.b0) * G * NV * W;
+        const T* next = stream ? wp + (b + 1 < mine.b1 ? b + 1 : mine.b0) * G * NV * W : nullptr;
         block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc, false, no_op, next);
         for (int64_t r = 0; r < rn; ++r) {
           store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);
