@@ -11,9 +11,11 @@ torch.nn uses for its oneDNN LSTM on CPU.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
+import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
 
 from . import _C  # noqa: F401  (loads the library, which registers the ops)
@@ -41,7 +43,7 @@ def _needs_grad(*tensors) -> bool:
 def lstm_layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False):
     """One LSTM layer-direction: returns (output, h_n, c_n)."""
     need = _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    y, h, c, _ = _apply(_LstmFunction, _ops.lstm_forward,
+    y, h, c, _ = _apply(_LstmFunction, _ops.lstm_forward, need,
                         input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need)
     return y, h, c
 
@@ -49,20 +51,29 @@ def lstm_layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch
 def gru_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, reverse=False):
     """One GRU layer-direction: returns (output, h_n)."""
     need = _needs_grad(input, h0, w_ih, w_hh, b_ih, b_hh)
-    y, h, _ = _apply(_GruFunction, _ops.gru_forward, input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need)
+    y, h, _ = _apply(_GruFunction, _ops.gru_forward, need,
+                     input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need)
     return y, h
 
 
 def rnn_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, relu=False, reverse=False):
     """One Elman RNN layer-direction (tanh or relu): returns (output, h_n)."""
-    return _apply(_RnnFunction, _ops.rnn_forward, input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse)
+    need = _needs_grad(input, h0, w_ih, w_hh, b_ih, b_hh)
+    return _apply(_RnnFunction, _ops.rnn_forward, need, input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse)
 
 
-def _apply(function, op, *args):
+def _apply(function, op, need_grad, *args):
     # Under torch.compile the op is called directly: Dynamo traces custom ops
     # natively (no graph break even when one tensor is passed twice).
     if torch.compiler.is_compiling():
         return op(*args)
+    # Nothing to differentiate (no_grad, inference, frozen model): call the
+    # kernel below the autograd layers, which cost more than a small layer's
+    # whole run (~50 us a call). Forward-mode AD and torch.func transforms
+    # still go through the Function.
+    if not need_grad and _forward_ad._current_level < 0 and not torch._C._are_functorch_transforms_active():
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
     return function.apply(*args)
 
 
@@ -257,7 +268,13 @@ def _function(name: str, op, setup, backward):
     the op's own autograd registration (torch.func needs this form)."""
 
     def forward(*args):
-        return op(*args)
+        # below the op's own autograd registration: this Function is the graph node
+        with torch._C._AutoDispatchBelowAutograd():
+            return op(*args)
+
+    # Function.apply binds the arguments to forward's signature on every call;
+    # a precomputed one spares inspect a walk over the function (~30 us).
+    forward.__signature__ = inspect.signature(forward)
 
     def setup_context(ctx, inputs, output):
         setup(ctx, inputs, output)

@@ -45,10 +45,10 @@ class _RecurrentLayer(nn.RNNBase):
     def _weights(self) -> list[Optional[Tensor]]:
         # Read the attributes on every call (not the cached _flat_weights list),
         # so functional_call, parametrizations and weight_norm are honoured.
-        return [getattr(self, n) if hasattr(self, n) else None for n in self._flat_weights_names]
+        return [getattr(self, n, None) for n in self._flat_weights_names]
 
     def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
-        weight = self._weights()[0]
+        weight = getattr(self, self._flat_weights_names[0])
         if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
             raise ValueError(
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
