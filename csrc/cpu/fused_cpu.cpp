@@ -178,12 +178,6 @@ RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
   }
 }
 
-template <typename T>
-RNN_EXT_INLINE void prefetch_l1(const T* p, int64_t n) {
-  const char* c = reinterpret_cast<const char*>(p);
-  for (const char* end = reinterpret_cast<const char*>(p + n); c < end; c += 64) __builtin_prefetch(c, 0, 3);
-}
-
 // acc (rows, NV*W) (+)= a (rows, K) @ panel (K, NV*W), in chunks of K whose panel
 // slice (16 KB) stays in L1 while every row tile passes over it; without the
 // chunks each row tile would stream the whole panel from L2 again.
@@ -237,17 +231,6 @@ inline bool streams_panels(int64_t bytes) {
     return v > 0 ? static_cast<int64_t>(v) : int64_t{1} << 20;
   }();
   return bytes > l2 / 2;
-}
-
-// The first n elements of each row, just written by the other threads: into
-// L1 when they fit there, else into L2.
-template <typename T>
-RNN_EXT_INLINE void prefetch_rows(const T* const* rows, int64_t count, int64_t n) {
-  const bool fits = count * n * static_cast<int64_t>(sizeof(T)) <= 32768;
-  for (int64_t r = 0; r < count; ++r) {
-    if (fits) prefetch_l1(rows[r], n);
-    else prefetch(rows[r], n, false);
-  }
 }
 
 inline const void* xin_of(const Forward& f) { return f.cell == Cell::kGru ? nullptr : f.x; }
@@ -346,9 +329,10 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
     const int64_t rows = f.s.rows[k], off = f.s.offset[k];
     const int64_t inh = k ? std::min(rows, f.s.rows[k - 1]) : 0, prev = k ? f.s.offset[k - 1] : 0;
     for (int64_t r = 0; r < rows; ++r) a[r] = r < inh ? y + (prev + r) * H : h0 + r * H;
-    // h_{t-1} was just written, partly by the other threads' cores: request it
-    // all at once rather than a line at a time as the products reach it.
-    if (nt > 1 && k > 0) prefetch_rows(a.data(), inh, K);
+    // (h_{t-1} was just written, partly by the other threads' cores. Asking
+    // for it all at the start of the step, into L1 or L2, made every shape
+    // slower, forward and backward: up to 23% at B=1..8 and 20% in backward
+    // at B=32, H=256. The products' demand misses overlap better.)
     if (x_inside) {
       for (int64_t r = 0; r < rows; ++r) ax[r] = xin + (off + r) * I;
     }
@@ -509,7 +493,6 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
     if (k + 1 < T_) {
       const int64_t rn = bw.s.rows[k + 1], offn = bw.s.offset[k + 1];
       for (int64_t r = 0; r < rn; ++r) a[r] = dgh + (offn + r) * G;
-      if (nt > 1) prefetch_rows(a.data(), rn, G);
       for (int64_t b = mine.b0; b < mine.b1; ++b) {
         const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
         const T* next = stream ? wp + (b + 1 < mine.b1 ? b + 1 : mine.b0) * G * NV * W : nullptr;
@@ -603,12 +586,12 @@ BackwardFn backward_fn(bool is_double) {
 // the barrier (about a microsecond), so estimate the cycles of one step's
 // products: per k, a tile of mr rows needs NV*mr/2 cycles at two FMAs per
 // cycle, but no fewer than 4 (the FMA latency, when there are few accumulators).
-int team_size(int max_threads, int64_t blocks, int64_t rows, int64_t K, int64_t nv, int64_t mr) {
+int team_size(int max_threads, int64_t max_teams, int64_t blocks, int64_t rows, int64_t K, int64_t nv, int64_t mr) {
   constexpr int64_t kMinCyclesPerThread = 2048;
   const int64_t full = rows / mr, rest = rows % mr;
   const int64_t per_k = full * std::max<int64_t>(nv * mr / 2, 4) + (rest ? std::max<int64_t>(nv * rest / 2, 4) : 0);
   const int64_t cycles = blocks * K * per_k;
-  int64_t n = std::min<int64_t>(max_threads, blocks);
+  int64_t n = std::min<int64_t>(std::min<int64_t>(max_threads, max_teams), blocks);
   n = std::min<int64_t>(n, std::max<int64_t>(1, cycles / kMinCyclesPerThread));
   return static_cast<int>(std::max<int64_t>(1, n));
 }
@@ -641,14 +624,18 @@ int64_t packed_backward_size(Cell cell, bool is_double, int64_t H) {
 void forward(const Forward& f) {
   const int64_t W = lanes(f.is_double);
   const int64_t nv = forward_nv(f.cell);
-  const int nt = team_size(f.threads, ceil_div(f.H, forward_units(f.cell, W)), f.B, f.H, nv, tile_rows_here(nv));
+  const int64_t blocks = ceil_div(f.H, forward_units(f.cell, W));
+  const int nt = team_size(f.threads, blocks, blocks, f.B, f.H, nv, tile_rows_here(nv));
   const ForwardFn fn = forward_fn(f.is_double);
   run_team(nt, [&](int tid, int n) { fn(f, tid, n); });
 }
 
 void backward(const Backward& b) {
-  const int64_t W = lanes(b.is_double), G = gates_of(b.cell) * b.H;
-  const int nt = team_size(b.threads, ceil_div(b.H, kBackwardNv * W), b.B, G, kBackwardNv,
+  const int64_t W = lanes(b.is_double), G = gates_of(b.cell) * b.H, blocks = ceil_div(b.H, kBackwardNv * W);
+  // Two blocks per thread at least: with one, every thread reads the whole of
+  // the other's gate gradients each step for little work of its own (LSTM
+  // H=128, B=8..16: 6-10% slower on two threads than on one).
+  const int nt = team_size(b.threads, std::max<int64_t>(1, blocks / 2), blocks, b.B, G, kBackwardNv,
                            tile_rows_here(kBackwardNv));
   const BackwardFn fn = backward_fn(b.is_double);
   run_team(nt, [&](int tid, int n) { fn(b, tid, n); });
