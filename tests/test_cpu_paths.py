@@ -94,9 +94,12 @@ def test_gradcheck_stepwise_path(monkeypatch, case, opts):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_fused_float32_accuracy_and_thread_count_invariance(cell):
-    """float32 within 1e-5 of float64 torch.nn, and bitwise the same on 1 and 2 threads
-    (each output element is one dot product summed in a fixed order)."""
-    T, B, I, H = 20, 24, 32, 200  # big enough that forward and backward use two threads (backward: 4 blocks)
+    """float32 within 1e-5 of float64 torch.nn, and what the fused kernels compute (outputs,
+    final states, the gradients of h0 and c0) bitwise the same on 1 and 2 threads: each element
+    is one dot product summed in a fixed order. The gradients of x and of the weights come from
+    MKL GEMMs after the loop, whose sums may split differently by thread count (seen: dW_ih at
+    N = T*B = 960), so those are compared to rounding only."""
+    T, B, I, H = 20, 48, 32, 200  # big enough that forward and backward use two threads (fused_cpu.cpp: team_size)
     ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
     ref = ref.double()
     x, hx = random_inputs(cell, T, B, I, H, 1, 1, dtype=torch.float32)
@@ -108,8 +111,13 @@ def test_fused_float32_accuracy_and_thread_count_invariance(cell):
         one = outputs_and_grads(ext, x, hx)
     finally:
         torch.set_num_threads(old)
-    for a, b in zip(one, two):
-        assert torch.equal(a, b)
+    n_states = 2 if cell == "LSTM" else 1
+    kernel_made = list(range(1 + n_states)) + list(range(2 + n_states, 2 + 2 * n_states))
+    for i, (a, b) in enumerate(zip(one, two)):
+        if i in kernel_made:
+            assert torch.equal(a, b), i
+        else:
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max(), i
     xd = x.detach().double().requires_grad_()
     hxd = tuple(h.detach().double().requires_grad_() for h in hx) if isinstance(hx, tuple) else \
         hx.detach().double().requires_grad_()

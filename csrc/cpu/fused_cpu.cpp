@@ -586,13 +586,15 @@ BackwardFn backward_fn(bool is_double) {
 // the barrier (about a microsecond), so estimate the cycles of one step's
 // products: per k, a tile of mr rows needs NV*mr/2 cycles at two FMAs per
 // cycle, but no fewer than 4 (the FMA latency, when there are few accumulators).
-int team_size(int max_threads, int64_t max_teams, int64_t blocks, int64_t rows, int64_t K, int64_t nv, int64_t mr) {
-  constexpr int64_t kMinCyclesPerThread = 2048;
+constexpr int64_t kMinForwardCyclesPerThread = 2048;
+constexpr int64_t kMinBackwardCyclesPerThread = 24576;
+
+int team_size(int max_threads, int64_t min_cycles, int64_t blocks, int64_t rows, int64_t K, int64_t nv, int64_t mr) {
   const int64_t full = rows / mr, rest = rows % mr;
   const int64_t per_k = full * std::max<int64_t>(nv * mr / 2, 4) + (rest ? std::max<int64_t>(nv * rest / 2, 4) : 0);
   const int64_t cycles = blocks * K * per_k;
-  int64_t n = std::min<int64_t>(std::min<int64_t>(max_threads, max_teams), blocks);
-  n = std::min<int64_t>(n, std::max<int64_t>(1, cycles / kMinCyclesPerThread));
+  int64_t n = std::min<int64_t>(max_threads, blocks);
+  n = std::min<int64_t>(n, std::max<int64_t>(1, cycles / min_cycles));
   return static_cast<int>(std::max<int64_t>(1, n));
 }
 
@@ -625,17 +627,18 @@ void forward(const Forward& f) {
   const int64_t W = lanes(f.is_double);
   const int64_t nv = forward_nv(f.cell);
   const int64_t blocks = ceil_div(f.H, forward_units(f.cell, W));
-  const int nt = team_size(f.threads, blocks, blocks, f.B, f.H, nv, tile_rows_here(nv));
+  const int nt = team_size(f.threads, kMinForwardCyclesPerThread, blocks, f.B, f.H, nv, tile_rows_here(nv));
   const ForwardFn fn = forward_fn(f.is_double);
   run_team(nt, [&](int tid, int n) { fn(f, tid, n); });
 }
 
 void backward(const Backward& b) {
   const int64_t W = lanes(b.is_double), G = gates_of(b.cell) * b.H, blocks = ceil_div(b.H, kBackwardNv * W);
-  // Two blocks per thread at least: with one, every thread reads the whole of
-  // the other's gate gradients each step for little work of its own (LSTM
-  // H=128, B=8..16: 6-10% slower on two threads than on one).
-  const int nt = team_size(b.threads, std::max<int64_t>(1, blocks / 2), blocks, b.B, G, kBackwardNv,
+  // Each step every thread reads all of the gate gradients the others wrote
+  // (G wide, not H): a second thread needs more work per step to pay for it
+  // than in the forward (LSTM H=128: B=8 and 16 ran 5-8% slower on two threads,
+  // B=32 15% faster).
+  const int nt = team_size(b.threads, kMinBackwardCyclesPerThread, blocks, b.B, G, kBackwardNv,
                            tile_rows_here(kBackwardNv));
   const BackwardFn fn = backward_fn(b.is_double);
   run_team(nt, [&](int tid, int n) { fn(b, tid, n); });
