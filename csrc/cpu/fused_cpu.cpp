@@ -227,8 +227,11 @@ constexpr int64_t tile_rows(int64_t regs, int64_t nv) {
 // LSTM B=64, I=H=512). Below that the prefetches only cost (+30% at B=1).
 inline bool streams_panels(int64_t bytes) {
   static const int64_t l2 = [] {
-    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
-    return v > 0 ? static_cast<int64_t>(v) : int64_t{1} << 20;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    const long v = sysconf(_SC_LEVEL2_CACHE_SIZE);  // glibc; 0 when unknown
+    if (v > 0) return static_cast<int64_t>(v);
+#endif
+    return int64_t{1} << 20;
   }();
   return bytes > l2 / 2;
 }
