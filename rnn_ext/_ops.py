@@ -276,15 +276,51 @@ def _function(name: str, op, setup, backward):
     # a precomputed one spares inspect a walk over the function (~30 us).
     forward.__signature__ = inspect.signature(forward)
 
+    n_diff = _DIFFERENTIABLE_ARGS[name]
+
     def setup_context(ctx, inputs, output):
         setup(ctx, inputs, output)
         ctx.mark_non_differentiable(*[o for o in output[len(output) - (name != "rnn"):]])
+        ctx.save_for_forward(*inputs[:n_diff])
+        ctx.layer_kwargs = _layer_kwargs(name, inputs)
+
+    def jvp(ctx, *tangents):
+        # Forward-mode AD (torch.autograd.forward_ad): the tangent of the
+        # reference layer at the same inputs, as double backward differentiates
+        # the reference too. Forward AD cannot nest, so J t comes from two
+        # reverse passes: g(v) = J^T v is linear in v, and J t = d<g(v), t>/dv.
+        saved = ctx.saved_tensors
+        present = [i for i, p in enumerate(saved) if p is not None and tangents[i] is not None]
+        with torch.enable_grad():
+            args = [p.detach().requires_grad_(i in present) if p is not None else None for i, p in enumerate(saved)]
+            outs = _REFERENCE_LAYERS[name](*args, **ctx.layer_kwargs)
+            vs = [torch.zeros_like(o, requires_grad=True) for o in outs]
+            gs = torch.autograd.grad(outs, [args[i] for i in present], vs, create_graph=True, allow_unused=True)
+            pairs = [(g, tangents[i]) for g, i in zip(gs, present) if g is not None]
+            out_t = torch.autograd.grad([g for g, _ in pairs], vs, [t for _, t in pairs], allow_unused=True) \
+                if pairs else [None] * len(vs)
+        out_t = [torch.zeros_like(o) if t is None else t for o, t in zip(outs, out_t)]
+        return (*out_t, None) if name != "rnn" else tuple(out_t)
 
     return type(f"_{name.capitalize()}Function", (torch.autograd.Function,), {
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
+        "jvp": staticmethod(jvp),
     })
+
+
+# The leading arguments of each forward op that tangents can flow through
+# (input, states, weights), and the rest as the reference layer's keywords.
+_DIFFERENTIABLE_ARGS = {"lstm": 8, "gru": 6, "rnn": 6}
+_REFERENCE_LAYERS = {"lstm": reference.lstm_layer, "gru": reference.gru_layer, "rnn": reference.rnn_layer}
+
+
+def _layer_kwargs(name, inputs):
+    if name == "rnn":
+        return {"batch_sizes": inputs[6], "relu": inputs[7], "reverse": inputs[8]}
+    n = _DIFFERENTIABLE_ARGS[name]
+    return {"batch_sizes": inputs[n], "reverse": inputs[n + 1]}
 
 
 _LstmFunction = _function("lstm", _ops.lstm_forward, _lstm_setup, _lstm_backward)
