@@ -23,6 +23,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/cell_steps.h"
@@ -195,10 +196,9 @@ void step_mm(Tensor& out, const Tensor& a, const StepMatrix& m, bool accumulate 
   }
 }
 
-// Rows h_{t-1} for every step, packed like the input: (N, Hout).
-Tensor previous_hidden(const Schedule& s, const Tensor& y2d, const Tensor& h0) {
-  Tensor hp = at::empty_like(y2d);
-  if (s.N == 0) return hp;
+// Rows h_{t-1} for every step, packed like the input, written into hp (N, Hout).
+void previous_hidden_into(const Schedule& s, const Tensor& y2d, const Tensor& h0, Tensor hp) {
+  if (s.N == 0) return;
   if (!s.packed) {  // one shifted copy
     const int64_t B = s.B, N = s.N;
     if (!s.reverse) {
@@ -208,14 +208,33 @@ Tensor previous_hidden(const Schedule& s, const Tensor& y2d, const Tensor& h0) {
       hp.narrow(0, N - B, B).copy_(h0);
       if (N > B) hp.narrow(0, 0, N - B).copy_(y2d.narrow(0, B, N - B));
     }
-    return hp;
+    return;
   }
   for (int64_t k = 0; k < s.T; ++k) {
     const int64_t t = s.time(k), rows = s.bs[t], off = s.offset[t], n = s.inherited(k);
     if (n > 0) hp.narrow(0, off, n).copy_(y2d.narrow(0, s.offset[s.time(k - 1)], n));
     if (n < rows) hp.narrow(0, off + n, rows - n).copy_(h0.narrow(0, n, rows - n));
   }
+}
+
+Tensor previous_hidden(const Schedule& s, const Tensor& y2d, const Tensor& h0) {
+  Tensor hp = at::empty_like(y2d);
+  previous_hidden_into(s, y2d, h0, hp);
   return hp;
+}
+
+// dW_ih and dW_hh from one GEMM, d_gates^T [X | H_prev], when both multiply
+// the same gate gradients (LSTM, RNN): one call with I + Hout columns runs
+// closer to the GEMM peak than two (CPU, 2 threads: 1.40 -> 1.10 ms at N=1600,
+// G=512, I=64, H=128; 11.6 -> 10.9 ms at N=3200, G=1024, I=H=256).
+std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor& x2d,
+                                       const Tensor& y2d, const Tensor& h0) {
+  const int64_t I = x2d.size(1), Hout = y2d.size(1);
+  Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
+  xh.narrow(1, 0, I).copy_(x2d);
+  previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
+  const Tensor dw = at::mm(d_gates.t(), xh);
+  return {dw.narrow(1, 0, I).contiguous(), dw.narrow(1, I, Hout).contiguous()};
 }
 
 // Column sum in the accumulation type, returned in the op dtype. Deterministic.
@@ -514,8 +533,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   }
 
   Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
-  Tensor dw_ih = at::mm(d_gates.t(), x2d);
-  Tensor dw_hh = at::mm(d_gates.t(), previous_hidden(s, y2d, h0));
+  auto [dw_ih, dw_hh] = weight_grads(s, d_gates, x2d, y2d, h0);
   Tensor db = bias_grad(d_gates, dtype);
   Tensor dw_hr = at::empty({0}, input.options());
   if (proj) {
@@ -770,8 +788,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
   Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
-  Tensor dw_ih = at::mm(d_gates.t(), x2d);
-  Tensor dw_hh = at::mm(d_gates.t(), previous_hidden(s, y2d, h0.contiguous()));
+  auto [dw_ih, dw_hh] = weight_grads(s, d_gates, x2d, y2d, h0.contiguous());
   Tensor db = bias_grad(d_gates, dtype);
   return {dx, dh_state, dw_ih, dw_hh, db, db.clone()};
 }
