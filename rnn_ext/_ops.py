@@ -162,12 +162,19 @@ def _differentiable_grads(ctx, layer_fn, inputs, kwargs, outputs, grads):
     result = [None] * len(inputs)
     if not wanted:
         return result
+    # torch.func.vjp rather than torch.autograd.grad: it also differentiates
+    # correctly when this backward runs under torch.func (vjp, jacrev), where
+    # the saved inputs are not on the graph autograd.grad would walk, and its
+    # result stays differentiable for double backward.
+    def layer(*ws):
+        args = list(inputs)
+        for i, w in zip(wanted, ws):
+            args[i] = w
+        return layer_fn(*args, **kwargs)
+
     with torch.enable_grad():
-        outs = layer_fn(*inputs, **kwargs)
-        gs = torch.autograd.grad(
-            outs, [inputs[i] for i in wanted], [_or_zeros(g, o) for g, o in zip(grads, outputs)],
-            create_graph=True, allow_unused=True,
-        )
+        _, vjp_fn = torch.func.vjp(layer, *[inputs[i] for i in wanted])
+        gs = vjp_fn(tuple(_or_zeros(g, o) for g, o in zip(grads, outputs)))
     for i, g in zip(wanted, gs):
         result[i] = g if g is not None else torch.zeros_like(inputs[i])
     return result
@@ -285,29 +292,46 @@ def _function(name: str, op, setup, backward):
         ctx.layer_kwargs = _layer_kwargs(name, inputs)
 
     def jvp(ctx, *tangents):
-        # Forward-mode AD (torch.autograd.forward_ad): the tangent of the
-        # reference layer at the same inputs, as double backward differentiates
-        # the reference too. Forward AD cannot nest, so J t comes from two
-        # reverse passes: g(v) = J^T v is linear in v, and J t = d<g(v), t>/dv.
+        # Forward-mode AD (torch.autograd.forward_ad, torch.func.jvp/jacfwd):
+        # the tangent of the reference layer at the same inputs, as double
+        # backward differentiates the reference too. Forward AD cannot nest, so
+        # J t comes from two reverse passes: v -> J^T v is linear, and its vjp
+        # with cotangent t is J t.
         saved = ctx.saved_tensors
         present = [i for i, p in enumerate(saved) if p is not None and tangents[i] is not None]
-        with torch.enable_grad():
-            args = [p.detach().requires_grad_(i in present) if p is not None else None for i, p in enumerate(saved)]
-            outs = _REFERENCE_LAYERS[name](*args, **ctx.layer_kwargs)
-            vs = [torch.zeros_like(o, requires_grad=True) for o in outs]
-            gs = torch.autograd.grad(outs, [args[i] for i in present], vs, create_graph=True, allow_unused=True)
-            pairs = [(g, tangents[i]) for g, i in zip(gs, present) if g is not None]
-            out_t = torch.autograd.grad([g for g, _ in pairs], vs, [t for _, t in pairs], allow_unused=True) \
-                if pairs else [None] * len(vs)
-        out_t = [torch.zeros_like(o) if t is None else t for o, t in zip(outs, out_t)]
+
+        def layer(*ps):
+            args = list(saved)
+            for i, p in zip(present, ps):
+                args[i] = p
+            return _REFERENCE_LAYERS[name](*args, **ctx.layer_kwargs)
+
+        if not present:
+            outs = layer()
+            out_t = [torch.zeros_like(o) for o in outs]
+        else:
+            outs, vjp_fn = torch.func.vjp(layer, *[saved[i] for i in present])
+            _, vjp_of_vjp = torch.func.vjp(lambda *v: vjp_fn(v), *[torch.zeros_like(o) for o in outs])
+            out_t = vjp_of_vjp(tuple(tangents[i] for i in present))
         return (*out_t, None) if name != "rnn" else tuple(out_t)
 
-    return type(f"_{name.capitalize()}Function", (torch.autograd.Function,), {
+    def vmap(info, in_dims, *args):
+        # torch.func.vmap (and jacfwd, hessian): one call per slice of the
+        # mapped dimension, outputs stacked along a new leading one. Correct
+        # for any mix of mapped inputs; not a batched kernel.
+        outs = [function.apply(*[a.select(d, i) if d is not None else a for a, d in zip(args, in_dims)])
+                for i in range(info.batch_size)]
+        stacked = tuple(torch.stack([o[j] for o in outs]) for j in range(len(outs[0])))
+        return stacked, (0,) * len(stacked)
+
+    function = type(f"_{name.capitalize()}Function", (torch.autograd.Function,), {
         "forward": staticmethod(forward),
         "setup_context": staticmethod(setup_context),
         "backward": staticmethod(backward),
         "jvp": staticmethod(jvp),
+        "vmap": staticmethod(vmap),
     })
+    return function
 
 
 # The leading arguments of each forward op that tangents can flow through
