@@ -1,4 +1,4 @@
-"""torch.func transforms over rnn_ext modules: vjp, jacrev, vmap, jacfwd.
+"""torch.func transforms over rnn_ext modules: vjp, jacrev, vmap, jacfwd, hessian.
 
 torch.nn's LSTM/GRU/RNN have no vmap batching rule, so the references here are
 plain autograd (torch.autograd.grad, torch.autograd.functional.jacobian) on
@@ -62,3 +62,12 @@ def test_jacfwd_over_parameters_matches_reverse_mode(name):
     ref(x)[0].sum().backward()
     for k, p in ref.named_parameters():
         torch.testing.assert_close(got[k], p.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_hessian_matches_autograd_hessian(name):
+    ext, ref = _pair(name)
+    x = torch.randn(3, 2, 3, dtype=torch.double)
+    got = torch.func.hessian(lambda x: ext(x)[0].pow(2).sum())(x)
+    want = torch.autograd.functional.hessian(lambda x: ref(x)[0].pow(2).sum(), x)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
