@@ -348,6 +348,29 @@ fused::Backward fused_backward_args(fused::Cell cell, const FusedSteps& steps, i
   return b;
 }
 
+// The input side of an LSTM/RNN fused forward: x_t W_ih^T inside the step
+// (x and packed W_ih) or precomputed by one GEMM (x_gates); see
+// fused::input_product_inside. Returns what must outlive fused::forward(f).
+struct InputSide {
+  Tensor x_gates;
+  Packing w_ih;
+};
+
+InputSide set_input_side(fused::Forward& f, fused::Cell cell, const Tensor& x2d, const Tensor& w_ih, int64_t H,
+                         int64_t B) {
+  InputSide in;
+  if (fused::input_product_inside(B)) {
+    in.w_ih = packing_for(cell, w_ih, H, false);
+    f.x = x2d.data_ptr();
+    f.w_ih = in.w_ih.w.data_ptr();
+    f.w_ih_packed = in.w_ih.scratch.data_ptr();
+  } else {
+    in.x_gates = at::mm(x2d, w_ih.t());
+    f.x_gates = in.x_gates.data_ptr();
+  }
+  return in;
+}
+
 fused::Cell rnn_cell(bool relu) { return relu ? fused::Cell::kRnnRelu : fused::Cell::kRnnTanh; }
 
 }  // namespace
@@ -381,9 +404,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   if (!proj && use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
-    const bool inside = fused::input_product_inside(B);
-    const Tensor x_gates = inside ? Tensor() : at::mm(x2d, w_ih.t());
-    const Packing wip = inside ? packing_for(fused::Cell::kLstm, w_ih, H, false) : Packing{};
     const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
     const Packing wp = packing_for(fused::Cell::kLstm, w_hh, H, false);
     const Tensor h0c = h0.contiguous();
@@ -391,10 +411,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     Tensor c_state = c0.contiguous().clone();
     Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options());
     fused::Forward f = fused_forward_args(fused::Cell::kLstm, steps, B, H, I, bias, wp, h0c, y);
-    f.x = inside ? x2d.data_ptr() : nullptr;
-    f.w_ih = inside ? wip.w.data_ptr() : nullptr;
-    f.w_ih_packed = inside ? wip.scratch.data_ptr() : nullptr;
-    f.x_gates = inside ? nullptr : x_gates.data_ptr();
+    const InputSide in = set_input_side(f, fused::Cell::kLstm, x2d, w_ih, H, B);
     f.c_state = c_state.data_ptr();
     f.ws = need_grad ? ws.data_ptr() : nullptr;
     fused::forward(f);
@@ -698,18 +715,12 @@ std::tuple<Tensor, Tensor> rnn_forward(
   if (use_fused(input, H, B)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
-    const bool inside = fused::input_product_inside(B);
-    const Tensor x_gates = inside ? Tensor() : at::mm(x2d, w_ih.t());
-    const Packing wip = inside ? packing_for(rnn_cell(relu), w_ih, H, false) : Packing{};
     const Tensor bias = input_side_bias(b_ih, b_hh, H, input.options());
     const Packing wp = packing_for(rnn_cell(relu), w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     fused::Forward f = fused_forward_args(rnn_cell(relu), steps, B, H, I, bias, wp, h0c, y);
-    f.x = inside ? x2d.data_ptr() : nullptr;
-    f.w_ih = inside ? wip.w.data_ptr() : nullptr;
-    f.w_ih_packed = inside ? wip.scratch.data_ptr() : nullptr;
-    f.x_gates = inside ? nullptr : x_gates.data_ptr();
+    const InputSide in = set_input_side(f, rnn_cell(relu), x2d, w_ih, H, B);
     fused::forward(f);
     return {y.view(out_shape(input, H)), final_hidden(steps, y, B)};
   }

@@ -152,6 +152,16 @@ def _or_zeros(grad: Optional[Tensor], like: Tensor) -> Tensor:
     return torch.zeros_like(like) if grad is None else grad
 
 
+def _varying(layer_fn, args, positions, kwargs):
+    """layer_fn as a function of the arguments at `positions` only, the others fixed."""
+    def fn(*values):
+        full = list(args)
+        for i, v in zip(positions, values):
+            full[i] = v
+        return layer_fn(*full, **kwargs)
+    return fn
+
+
 def _differentiable_grads(ctx, layer_fn, inputs, kwargs, outputs, grads):
     """Gradients that autograd can differentiate again (create_graph=True).
 
@@ -166,14 +176,8 @@ def _differentiable_grads(ctx, layer_fn, inputs, kwargs, outputs, grads):
     # correctly when this backward runs under torch.func (vjp, jacrev), where
     # the saved inputs are not on the graph autograd.grad would walk, and its
     # result stays differentiable for double backward.
-    def layer(*ws):
-        args = list(inputs)
-        for i, w in zip(wanted, ws):
-            args[i] = w
-        return layer_fn(*args, **kwargs)
-
     with torch.enable_grad():
-        _, vjp_fn = torch.func.vjp(layer, *[inputs[i] for i in wanted])
+        _, vjp_fn = torch.func.vjp(_varying(layer_fn, inputs, wanted, kwargs), *[inputs[i] for i in wanted])
         gs = vjp_fn(tuple(_or_zeros(g, o) for g, o in zip(grads, outputs)))
     for i, g in zip(wanted, gs):
         result[i] = g if g is not None else torch.zeros_like(inputs[i])
@@ -299,13 +303,7 @@ def _function(name: str, op, setup, backward):
         # with cotangent t is J t.
         saved = ctx.saved_tensors
         present = [i for i, p in enumerate(saved) if p is not None and tangents[i] is not None]
-
-        def layer(*ps):
-            args = list(saved)
-            for i, p in zip(present, ps):
-                args[i] = p
-            return _REFERENCE_LAYERS[name](*args, **ctx.layer_kwargs)
-
+        layer = _varying(_REFERENCE_LAYERS[name], saved, present, ctx.layer_kwargs)
         if not present:
             outs = layer()
             out_t = [torch.zeros_like(o) for o in outs]

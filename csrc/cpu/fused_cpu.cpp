@@ -342,6 +342,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
     for (int64_t b = mine.b0; b < mine.b1; ++b) {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       const T* panel = wp + b * K * NV * W;
+      const int64_t bn = b + 1 < mine.b1 ? b + 1 : mine.b0;  // the block after this one (wraps to the next step)
       if (x_inside) {
         // The next step's x rows come from memory: ask for them a step ahead,
         // a share with each block.
@@ -350,7 +351,6 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
           for (int64_t r = rn * i / nb; r < rn * (i + 1) / nb; ++r) prefetch(xin + (f.s.offset[k + 1] + r) * I, I, false);
         }
         const bool with_x = I > 0;
-        const int64_t bn = b + 1 < mine.b1 ? b + 1 : mine.b0;  // the block after this one
         const T* next_x = stream ? wip + bn * I * NV * W : nullptr;
         const T* next_h = stream ? wp + bn * K * NV * W : nullptr;
         if (with_x)
@@ -373,9 +373,9 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
             }
         }
         const bool last = b + 1 == mine.b1, more = !last || k + 1 < f.s.T;
-        const int64_t jn = last ? mine.b0 * UW : j0 + UW, nn = std::min(UW, H - jn);
+        const int64_t jn = bn * UW, nn = std::min(UW, H - jn);
         const int64_t pr = last && more ? f.s.rows[k + 1] : rows, po = last && more ? f.s.offset[k + 1] : off;
-        const T* next = stream ? wp + (last ? mine.b0 : b + 1) * K * NV * W : nullptr;
+        const T* next = stream ? wp + bn * K * NV * W : nullptr;
         block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, kStartFromX,
                                     [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
                                       if (!more) return;
