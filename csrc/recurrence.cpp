@@ -28,6 +28,7 @@
 
 #include "common/cell_steps.h"
 #include "cpu/fused_cpu.h"
+#include "matmul.h"
 
 namespace rnn_ext {
 namespace {
@@ -233,7 +234,7 @@ std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates,
   Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
   xh.narrow(1, 0, I).copy_(x2d);
   previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
-  const Tensor dw = at::mm(d_gates.t(), xh);
+  const Tensor dw = matmul_nn(d_gates.t(), xh);
   return {dw.narrow(1, 0, I).contiguous(), dw.narrow(1, I, Hout).contiguous()};
 }
 
@@ -365,7 +366,7 @@ InputSide set_input_side(fused::Forward& f, fused::Cell cell, const Tensor& x2d,
     f.w_ih = in.w_ih.w.data_ptr();
     f.w_ih_packed = in.w_ih.scratch.data_ptr();
   } else {
-    in.x_gates = at::mm(x2d, w_ih.t());
+    in.x_gates = matmul_nt(x2d, w_ih);
     f.x_gates = in.x_gates.data_ptr();
   }
   return in;
@@ -419,7 +420,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   }
   const Kernels k = kernels_for(input);
 
-  Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());  // (N, 4H), all steps at once
+  Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, 4H), all steps at once
   Tensor y = at::empty({s.N, Hout}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor c_state = c0.to(acc).contiguous().clone();
@@ -549,13 +550,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
 
-  Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
+  Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
   auto [dw_ih, dw_hh] = weight_grads(s, d_gates, x2d, y2d, h0);
   Tensor db = bias_grad(d_gates, dtype);
   Tensor dw_hr = at::empty({0}, input.options());
   if (proj) {
     Tensor h_pre = (ws.narrow(1, 3 * H, H) * at::tanh(ws_c)).to(dtype);
-    dw_hr = at::mm(d_y.t(), h_pre);
+    dw_hr = matmul_nn(d_y.t(), h_pre);
   }
   return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
@@ -585,7 +586,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     Tensor b_hn = b_hh.defined() ? b_hh.narrow(0, 2 * H, H).contiguous() : at::zeros({H}, input.options());
     Tensor b_side = b_hh.defined() ? at::cat({b_hh.narrow(0, 0, 2 * H), at::zeros({H}, input.options())}) : Tensor();
     const FusedSteps steps = fused_steps(s);
-    const Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+    const Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);
     const Tensor bias = input_side_bias(b_ih, b_side, G, input.options());
     const Packing wp = packing_for(fused::Cell::kGru, w_hh, H, false);
     const Tensor h0c = h0.contiguous();
@@ -600,7 +601,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   }
   const Kernels k = kernels_for(input);
 
-  Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+  Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);
   Tensor y = at::empty({s.N, H}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
@@ -686,9 +687,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, dg_hh.narrow(0, off, rows), w_hh_m, /*accumulate=*/true);
   }
-  Tensor dx = at::mm(dg_ih, w_ih).view(input.sizes());
-  Tensor dw_ih = at::mm(dg_ih.t(), x2d);
-  Tensor dw_hh = at::mm(dg_hh.t(), h_prev);
+  Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
+  Tensor dw_ih = matmul_nn(dg_ih.t(), x2d);
+  Tensor dw_hh = matmul_nn(dg_hh.t(), h_prev);
   return {dx, dh_state, dw_ih, dw_hh, bias_grad(dg_ih, dtype), bias_grad(dg_hh, dtype)};
 }
 
@@ -726,7 +727,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
   }
   const Kernels k = kernels_for(input);
 
-  Tensor x_gates = at::mm(mat(input, s.N, I), w_ih.t());
+  Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);
   Tensor y = at::empty({s.N, H}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, H}, input.options());
@@ -798,7 +799,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
-  Tensor dx = at::mm(d_gates, w_ih).view(input.sizes());
+  Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
   auto [dw_ih, dw_hh] = weight_grads(s, d_gates, x2d, y2d, h0.contiguous());
   Tensor db = bias_grad(d_gates, dtype);
   return {dx, dh_state, dw_ih, dw_hh, db, db.clone()};
