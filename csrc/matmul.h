@@ -11,4 +11,8 @@ at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt);
 // a (M, K) @ b (K, N) -> (M, N), contiguous.
 inline at::Tensor matmul_nn(const at::Tensor& a, const at::Tensor& b) { return matmul_nt(a, b.t()); }
 
+// a (K, M)^T @ b (K, N) -> (M, N), contiguous: the weight gradients, with K
+// the rows of the sequence.
+at::Tensor matmul_tn(const at::Tensor& a, const at::Tensor& b);
+
 }  // namespace rnn_ext

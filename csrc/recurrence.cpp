@@ -234,7 +234,7 @@ std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates,
   Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
   xh.narrow(1, 0, I).copy_(x2d);
   previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
-  const Tensor dw = matmul_nn(d_gates.t(), xh);
+  const Tensor dw = matmul_tn(d_gates, xh);
   return {dw.narrow(1, 0, I).contiguous(), dw.narrow(1, I, Hout).contiguous()};
 }
 
@@ -556,7 +556,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dw_hr = at::empty({0}, input.options());
   if (proj) {
     Tensor h_pre = (ws.narrow(1, 3 * H, H) * at::tanh(ws_c)).to(dtype);
-    dw_hr = matmul_nn(d_y.t(), h_pre);
+    dw_hr = matmul_tn(d_y, h_pre);
   }
   return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
@@ -688,8 +688,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     step_mm(dh, dg_hh.narrow(0, off, rows), w_hh_m, /*accumulate=*/true);
   }
   Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
-  Tensor dw_ih = matmul_nn(dg_ih.t(), x2d);
-  Tensor dw_hh = matmul_nn(dg_hh.t(), h_prev);
+  Tensor dw_ih = matmul_tn(dg_ih, x2d);
+  Tensor dw_hh = matmul_tn(dg_hh, h_prev);
   return {dx, dh_state, dw_ih, dw_hh, bias_grad(dg_ih, dtype), bias_grad(dg_hh, dtype)};
 }
 

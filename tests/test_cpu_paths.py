@@ -97,8 +97,8 @@ def test_fused_float32_accuracy_and_thread_count_invariance(cell):
     """float32 within 1e-5 of float64 torch.nn, and what the fused kernels compute (outputs,
     final states, the gradients of h0 and c0) bitwise the same on 1 and 2 threads: each element
     is one dot product summed in a fixed order. The gradients of x and of the weights come from
-    MKL GEMMs after the loop, whose sums may split differently by thread count (seen: dW_ih at
-    N = T*B = 960), so those are compared to rounding only."""
+    GEMMs after the loop (oneDNN or MKL, csrc/matmul.cpp), whose sums may split differently by
+    thread count (seen: dW_ih at N = T*B = 960), so those are compared to rounding only."""
     T, B, I, H = 20, 48, 32, 200  # big enough that forward and backward use two threads (fused_cpu.cpp: team_size)
     ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
     ref = ref.double()
@@ -123,6 +123,31 @@ def test_fused_float32_accuracy_and_thread_count_invariance(cell):
         hx.detach().double().requires_grad_()
     want = outputs_and_grads(ref, xd, hxd)
     assert_close_all([t.double() for t in two], want, 1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("gemm", ["default", "blas"])
+def test_float32_gemm_routes_match_nn(monkeypatch, cell, gemm):
+    """The large float32 products (X W_ih^T, dX, dW) go through oneDNN's matmul when torch has
+    it (csrc/matmul.cpp), or through at::mm with RNN_EXT_CPU_GEMM=blas: both within 1e-5 of
+    float64 torch.nn. I = H = 512 sends the weight gradients of every cell through oneDNN too
+    (2MN/(M+N) >= 500); the profiler shows which route ran."""
+    monkeypatch.setenv("RNN_EXT_CPU_GEMM", gemm)
+    T, B, I, H = 4, 3, 512, 512
+    ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
+    ref = ref.double()
+    x, hx = random_inputs(cell, T, B, I, H, 1, 1, dtype=torch.float32)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        got = outputs_and_grads(ext, x, hx)
+    onednn_calls = sum(e.count for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise")
+    if gemm == "blas" or not torch.backends.mkldnn.is_available():
+        assert onednn_calls == 0
+    else:  # X W_ih^T (B < 4, and GRU always), dX, and dW (GRU: dW_ih, dW_hh)
+        assert onednn_calls >= 3
+    xd = x.detach().double().requires_grad_()
+    hxd = tuple(h.detach().double().requires_grad_() for h in hx) if isinstance(hx, tuple) else \
+        hx.detach().double().requires_grad_()
+    assert_close_all([t.double() for t in got], outputs_and_grads(ref, xd, hxd), 1e-5)
 
 
 _ISA_SCRIPT = r"""
