@@ -28,8 +28,6 @@ const c10::OperatorHandle* onednn_linear() {
   return op;
 }
 
-constexpr int64_t kMinFlopsPerCopied = 500;
-
 // Read per call (a getenv next to a large product), so that a process can switch.
 bool blas_forced() {
   const char* env = std::getenv("RNN_EXT_CPU_GEMM");
@@ -54,17 +52,6 @@ at::Tensor onednn_nt(const at::Tensor& a, const at::Tensor& bt) {
 at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt) {
   // (oneDNN gets only non-empty products; at::mm returns zeros for K == 0.)
   return onednn_ok(a, bt) ? onednn_nt(a, bt) : at::mm(a, bt.t());
-}
-
-at::Tensor matmul_tn(const at::Tensor& a, const at::Tensor& b) {
-  // Here both operands arrive with K strided and need a transposed copy
-  // (fresh memory, page faults and all): worth it only when the product does
-  // enough work per element copied, 2MN/(M+N) flops. Measured (EPYC Zen 5,
-  // 2 threads, whole LSTM backward): M=512, N=192 (279) ran 45% slower through
-  // oneDNN, M=2048, N=1024 (1365) 40% faster.
-  const int64_t M = a.size(1), N = b.size(1);
-  if (onednn_ok(a, b) && 2 * M * N >= kMinFlopsPerCopied * (M + N)) return onednn_nt(a.t(), b.t());
-  return at::mm(a.t(), b);
 }
 
 }  // namespace rnn_ext

@@ -1,5 +1,6 @@
-// The large products of the recurrence driver (X W_ih^T for all steps, dX,
-// dW): a @ b^T with bt given as (N, K). Device-agnostic; see matmul.cpp.
+// The large products of the recurrence driver (X W_ih^T for all steps, dX):
+// a @ b^T with bt given as (N, K). Device-agnostic; see matmul.cpp. (The CPU
+// weight gradients have their own kernel: fused::weight_grad.)
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -10,9 +11,5 @@ at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt);
 
 // a (M, K) @ b (K, N) -> (M, N), contiguous.
 inline at::Tensor matmul_nn(const at::Tensor& a, const at::Tensor& b) { return matmul_nt(a, b.t()); }
-
-// a (K, M)^T @ b (K, N) -> (M, N), contiguous: the weight gradients, with K
-// the rows of the sequence.
-at::Tensor matmul_tn(const at::Tensor& a, const at::Tensor& b);
 
 }  // namespace rnn_ext

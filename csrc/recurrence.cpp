@@ -8,6 +8,7 @@
 //   backward: per step one fused pointwise derivative kernel and one GEMM for
 //             dh; after the loop one GEMM each for dX, dW_ih, dW_hh (dW_hr),
 //             and a plain column sum (deterministic) for the biases.
+// (Those large products: csrc/matmul.h.)
 //
 // Packed input uses cuDNN's layout: at time t only the first batch_sizes[t]
 // rows are active. A recurrent state buffer of B rows carries h (and c) across
@@ -224,20 +225,6 @@ Tensor previous_hidden(const Schedule& s, const Tensor& y2d, const Tensor& h0) {
   return hp;
 }
 
-// dW_ih and dW_hh from one GEMM, d_gates^T [X | H_prev], when both multiply
-// the same gate gradients (LSTM, RNN): one call with I + Hout columns runs
-// closer to the GEMM peak than two (CPU, 2 threads: 1.40 -> 1.10 ms at N=1600,
-// G=512, I=64, H=128; 11.6 -> 10.9 ms at N=3200, G=1024, I=H=256).
-std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor& x2d,
-                                       const Tensor& y2d, const Tensor& h0) {
-  const int64_t I = x2d.size(1), Hout = y2d.size(1);
-  Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
-  xh.narrow(1, 0, I).copy_(x2d);
-  previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
-  const Tensor dw = matmul_tn(d_gates, xh);
-  return {dw.narrow(1, 0, I).contiguous(), dw.narrow(1, I, Hout).contiguous()};
-}
-
 // Column sum in the accumulation type, returned in the op dtype. Deterministic.
 Tensor bias_grad(const Tensor& d_gates, at::ScalarType dtype) {
   return at::sum(d_gates, {0}, false, acc_type(dtype)).to(dtype);
@@ -275,6 +262,78 @@ FusedSteps fused_steps(const Schedule& s) {
 }
 
 int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
+
+// The weight gradients on the CPU (float32, float64) come from the fused
+// kernels' product (fused::weight_grad), which reads d_gates in place: oneDNN
+// would need d_gates and [X | H_prev] transposed first, and MKL runs at half
+// speed on AMD. Whole LSTM backward, EPYC Zen 5, 2 threads, float32 (against
+// oneDNN with the copies): 37 -> 21 ms at T=100, B=32, I=H=256; 106-116 ->
+// 86-93 ms at T=50, B=64, I=H=512. It also gives the same bits on any thread count.
+bool fused_weight_grad_ok(const Tensor& t) {
+  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+}
+
+// dst (c, r) = src (r, c)^T, both with contiguous rows (dst may be a narrowed view).
+void transpose_into(const Tensor& src, const Tensor& dst) {
+  TORCH_INTERNAL_ASSERT(src.stride(1) == 1 && dst.stride(1) == 1 && src.size(0) == dst.size(1) &&
+                        src.size(1) == dst.size(0));
+  fused::transpose(src.scalar_type() == at::kDouble, src.data_ptr(), src.size(0), src.size(1), src.stride(0),
+                   dst.data_ptr(), dst.stride(0), fused_threads());
+}
+
+// h_{t-1} of every row, transposed: dst (Hout, N).
+void previous_hidden_t_into(const Schedule& s, const Tensor& y2d, const Tensor& h0, const Tensor& dst) {
+  if (s.N == 0) return;
+  if (s.packed) {
+    transpose_into(previous_hidden(s, y2d, h0), dst);
+    return;
+  }
+  const int64_t B = s.B, N = s.N;  // one shifted copy
+  transpose_into(h0, dst.narrow(1, s.reverse ? N - B : 0, B));
+  if (N > B) transpose_into(y2d.narrow(0, s.reverse ? B : 0, N - B), dst.narrow(1, s.reverse ? 0 : B, N - B));
+}
+
+// d_gates^T a from at = a^T (K, N), its columns split at k_split.
+std::pair<Tensor, Tensor> fused_weight_grad(const Tensor& d_gates, const Tensor& at, int64_t k_split) {
+  const int64_t G = d_gates.size(1), K = at.size(0);
+  Tensor dw = at::empty({G, k_split}, d_gates.options()), rest = at::empty({G, K - k_split}, d_gates.options());
+  const Tensor dg = d_gates.contiguous();
+  fused::WeightGrad w{};
+  w.is_double = dg.scalar_type() == at::kDouble;
+  w.N = dg.size(0);
+  w.G = G;
+  w.K = K;
+  w.k_split = k_split;
+  w.d_gates = dg.data_ptr();
+  w.at = at.data_ptr();
+  w.dw = dw.data_ptr();
+  w.dw_rest = rest.data_ptr();
+  w.threads = fused_threads();
+  fused::weight_grad(w);
+  return {dw, rest};
+}
+
+// dW_ih and dW_hh from one product, d_gates^T [X | H_prev], when both multiply
+// the same gate gradients (LSTM, RNN): one pass with I + Hout columns runs
+// closer to the peak than two (CPU, 2 threads, MKL: 1.40 -> 1.10 ms at N=1600,
+// G=512, I=64, H=128; 11.6 -> 10.9 ms at N=3200, G=1024, I=H=256).
+std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor& x2d,
+                                       const Tensor& y2d, const Tensor& h0) {
+  const int64_t I = x2d.size(1), Hout = y2d.size(1);
+  if (fused_weight_grad_ok(d_gates)) {
+    Tensor xh_t = at::empty({I + Hout, s.N}, x2d.options());
+    transpose_into(x2d, xh_t.narrow(0, 0, I));
+    previous_hidden_t_into(s, y2d, h0.contiguous(), xh_t.narrow(0, I, Hout));
+    return fused_weight_grad(d_gates, xh_t, I);
+  }
+  Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
+  xh.narrow(1, 0, I).copy_(x2d);
+  previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
+  const Tensor dw = at::mm(d_gates.t(), xh);
+  return {dw.narrow(1, 0, I).contiguous(), dw.narrow(1, I, Hout).contiguous()};
+}
+
+
 
 // A weight for the fused kernels: the dense (G, K) matrix and the scratch they
 // pack it into (forward: W_hh with K = H, or W_ih with K = I; or W_hh for the
@@ -556,7 +615,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dw_hr = at::empty({0}, input.options());
   if (proj) {
     Tensor h_pre = (ws.narrow(1, 3 * H, H) * at::tanh(ws_c)).to(dtype);
-    dw_hr = matmul_tn(d_y, h_pre);
+    dw_hr = at::mm(d_y.t(), h_pre);
   }
   return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
@@ -650,7 +709,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   const Kernels k = kernels_for(input);
 
   const Tensor x2d = mat(input, s.N, I), gy = mat(grad_output, s.N, H);
-  const Tensor h_prev = previous_hidden(s, mat(output, s.N, H), h0.contiguous());
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dg_ih = at::empty({s.N, G}, input.options());
   Tensor dg_hh = at::empty({s.N, G}, input.options());
@@ -668,6 +726,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   }
 
   // stepwise path (skipped when the fused kernel already ran every step)
+  const Tensor h_prev = fuse ? Tensor() : previous_hidden(s, mat(output, s.N, H), h0.contiguous());
   for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
@@ -688,8 +747,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     step_mm(dh, dg_hh.narrow(0, off, rows), w_hh_m, /*accumulate=*/true);
   }
   Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
-  Tensor dw_ih = matmul_tn(dg_ih, x2d);
-  Tensor dw_hh = matmul_tn(dg_hh, h_prev);
+  Tensor dw_ih, dw_hh;
+  if (fused_weight_grad_ok(dg_ih)) {
+    Tensor x_t = at::empty({I, s.N}, input.options()), h_t = at::empty({H, s.N}, input.options());
+    transpose_into(x2d, x_t);
+    previous_hidden_t_into(s, mat(output, s.N, H), h0.contiguous(), h_t);
+    dw_ih = fused_weight_grad(dg_ih, x_t, I).first;
+    dw_hh = fused_weight_grad(dg_hh, h_t, H).first;
+  } else {
+    dw_ih = at::mm(dg_ih.t(), x2d);
+    dw_hh = at::mm(dg_hh.t(), h_prev);
+  }
   return {dx, dh_state, dw_ih, dw_hh, bias_grad(dg_ih, dtype), bias_grad(dg_hh, dtype)};
 }
 

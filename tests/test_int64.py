@@ -53,9 +53,10 @@ ALLOWLIST = [
     ("cells_cuda.cu", r"static_cast<unsigned>\(blocks\)", "grid size, clamped to kMaxBlocks before the launch"),
     ("cell_steps.h", r"\benum class DType : int\b", "enum storage"),
     ("fused_cpu.h", r"\benum class Cell : int\b", "enum storage"),
-    ("fused_cpu.h", r"\bint threads;", "a thread count (OpenMP's int)"),
-    ("fused_cpu.cpp", r"\bint (tid|nt|t|n|max_threads|team_size)\b", "OpenMP thread ids and counts"),
-    ("fused_cpu.cpp", r"\(const (Forward|Backward)&, int, int\)", "OpenMP thread id and count"),
+    ("fused_cpu.h", r"\bint threads[;)]", "a thread count (OpenMP's int)"),
+    ("fused_cpu.cpp", r"\bint (tid|nt|t|n|max_threads|team_size|threads)\b", "OpenMP thread ids and counts"),
+    ("fused_cpu.cpp", r"\(const (Forward|Backward|WeightGrad)&, int, int\)", "OpenMP thread id and count"),
+    ("fused_cpu.cpp", r"static_cast<int>\(std::max<int64_t>\(1, std::min<int64_t>\(\{threads,", "thread count, <= threads"),
     ("fused_cpu.cpp", r"return static_cast<int>\(std::max<int64_t>\(1, n\)\);", "thread count, <= max_threads"),
     ("recurrence.cpp", r"\bint fused_threads\(\)", "thread count (at::get_num_threads)"),
 ]

@@ -131,7 +131,7 @@ struct VecOf {
 // (accumulate: add to what out holds, else overwrite it).
 template <typename T, int64_t W, int64_t NV, int64_t MR>
 RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, const T* __restrict panel,
-                                 T* __restrict out, bool accumulate) {
+                                 T* __restrict out, bool accumulate, int64_t ldp) {
   using V = typename VecOf<T, W>::type;
   V acc[MR][NV];
   for (int64_t m = 0; m < MR; ++m)
@@ -141,10 +141,10 @@ RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, cons
     }
   const T* rows[MR];
   for (int64_t m = 0; m < MR; ++m) rows[m] = a[m] + k0;
-  const T* p = panel + k0 * NV * W;
+  const T* p = panel + k0 * ldp;
   for (int64_t k = 0; k < kn; ++k) {
     V w[NV];
-    for (int64_t v = 0; v < NV; ++v) std::memcpy(&w[v], p + (k * NV + v) * W, sizeof(V));
+    for (int64_t v = 0; v < NV; ++v) std::memcpy(&w[v], p + k * ldp + v * W, sizeof(V));
     for (int64_t m = 0; m < MR; ++m) {
       const T am = rows[m][k];
       for (int64_t v = 0; v < NV; ++v) acc[m][v] += am * w[v];
@@ -157,14 +157,14 @@ RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, cons
 // Same for any mr <= MR rows (the tail of the batch).
 template <typename T, int64_t W, int64_t NV, int64_t MR>
 RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, int64_t k0, int64_t kn, const T* panel, T* out,
-                         bool accumulate) {
+                         bool accumulate, int64_t ldp) {
   if constexpr (MR > 1) {
     if (mr < MR) {
-      tile<T, W, NV, MR - 1>(a, mr, k0, kn, panel, out, accumulate);
+      tile<T, W, NV, MR - 1>(a, mr, k0, kn, panel, out, accumulate, ldp);
       return;
     }
   }
-  micro_kernel<T, W, NV, MR>(a, k0, kn, panel, out, accumulate);
+  micro_kernel<T, W, NV, MR>(a, k0, kn, panel, out, accumulate, ldp);
 }
 
 // Software prefetch of n elements from p into L2, one request per cache line.
@@ -187,12 +187,16 @@ RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
 //
 // after_tile(m0, mr) runs after each row tile of the first chunk, so that work
 // there (prefetches) is spread among the products instead of stalling at once.
+//
+// The panel's rows are ldp elements apart: NV*W when packed, more when the
+// panel is a column block of a dense matrix (weight_grad).
 template <typename T, int64_t W, int64_t NV, int64_t MR, typename F>
 RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc,
-                                  bool accumulate, const F& after_tile, const T* next_panel = nullptr) {
+                                  bool accumulate, const F& after_tile, const T* next_panel = nullptr,
+                                  int64_t ldp = NV * W) {
   constexpr int64_t kChunk = 16384 / static_cast<int64_t>(NV * W * sizeof(T)) < 16
                                  ? 16 : 16384 / static_cast<int64_t>(NV * W * sizeof(T));
-  constexpr int64_t kRow = NV * W;  // panel elements per k
+  const int64_t kRow = ldp;  // panel elements per k
   // Rows split evenly among the tiles (32 = 6+6+5+5+5+5, not 6*5+2): a tile
   // of one or two rows runs at a fraction of the FMA rate.
   const int64_t tiles = (rows + MR - 1) / MR, base = tiles ? rows / tiles : 0, extra = tiles ? rows % tiles : 0;
@@ -203,7 +207,7 @@ RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, co
     const int64_t ahead_n = (k0 + kn < K ? std::min(kChunk, K - k0 - kn) : kChunk) * kRow;
     for (int64_t m0 = 0, i = 0; m0 < rows; ++i) {
       const int64_t mr = std::min(rows - m0, base + (i < extra));
-      tile<T, W, NV, MR>(a + m0, mr, k0, kn, panel, acc + m0 * NV * W, accumulate || k0 > 0);
+      tile<T, W, NV, MR>(a + m0, mr, k0, kn, panel, acc + m0 * NV * W, accumulate || k0 > 0, ldp);
       if (k0 == 0) after_tile(m0, mr);
       if (ahead) {
         const int64_t p0 = ahead_n * i / tiles, p1 = ahead_n * (i + 1) / tiles;
@@ -530,6 +534,60 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
   }
 }
 
+// ------------------------------------------------------------ weight gradients
+// dW = dg^T a from at = a^T (K, N): per column block of dg (UW gates; the
+// blocks split among the threads), acc (K, UW) = at @ dg[:, block] by the
+// products above, the block read in place as a panel with rows G apart (the
+// last, partial block through a zero-padded copy); then acc is stored
+// transposed into the output rows of those gates.
+template <typename T, int64_t W, int64_t Regs>
+RNN_EXT_INLINE void weight_grad_thread(const WeightGrad& wg, int tid, int nt) {
+  constexpr int64_t NV = kBackwardNv, UW = NV * W;
+  constexpr int64_t MR = tile_rows(Regs, NV);
+  const int64_t N = wg.N, G = wg.G, K = wg.K, K1 = wg.k_split;
+  const T* dg = static_cast<const T*>(wg.d_gates);
+  const T* at = static_cast<const T*>(wg.at);
+  T* dw = static_cast<T*>(wg.dw);
+  T* dw_rest = static_cast<T*>(wg.dw_rest);
+  const Slice mine(ceil_div(G, UW), tid, nt);
+  std::vector<T> acc(static_cast<size_t>(K * UW));
+  std::vector<const T*> a(static_cast<size_t>(K));
+  for (int64_t m = 0; m < K; ++m) a[m] = at + m * N;
+  std::vector<T> pad;
+  for (int64_t b = mine.b0; b < mine.b1; ++b) {
+    const int64_t g0 = b * UW, n = std::min(UW, G - g0);
+    const T* panel = dg + g0;
+    int64_t ldp = G;
+    if (n < UW) {
+      pad.assign(static_cast<size_t>(N * UW), T(0));
+      for (int64_t r = 0; r < N; ++r) std::memcpy(pad.data() + r * UW, dg + r * G + g0, n * sizeof(T));
+      panel = pad.data();
+      ldp = UW;
+    }
+    block_product<T, W, NV, MR>(a.data(), K, N, panel, acc.data(), false, no_op, nullptr, ldp);
+    for (int64_t c = 0; c < n; ++c) {
+      T* out = dw + (g0 + c) * K1;
+      T* rest = dw_rest + (g0 + c) * (K - K1);
+      for (int64_t m = 0; m < K1; ++m) out[m] = acc[m * UW + c];
+      for (int64_t m = K1; m < K; ++m) rest[m - K1] = acc[m * UW + c];
+    }
+  }
+}
+
+// dst (cols, ldd) <- src (rows r0..r1, lds)^T, in 16 x 16 tiles so that both
+// sides stay within cache lines.
+template <typename T>
+void transpose_rows(const T* __restrict src, int64_t r0, int64_t r1, int64_t cols, int64_t lds, T* __restrict dst,
+                    int64_t ldd) {
+  constexpr int64_t kTile = 16;
+  for (int64_t i0 = r0; i0 < r1; i0 += kTile)
+    for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
+      const int64_t in = std::min(kTile, r1 - i0), jn = std::min(kTile, cols - j0);
+      for (int64_t j = 0; j < jn; ++j)
+        for (int64_t i = 0; i < in; ++i) dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
+    }
+}
+
 // ------------------------------------------------------------ instantiation
 template <typename T, int64_t W, int64_t Regs>
 RNN_EXT_INLINE void forward_any(const Forward& f, int tid, int nt) {
@@ -552,6 +610,7 @@ RNN_EXT_INLINE void backward_any(const Backward& b, int tid, int nt) {
 
 using ForwardFn = void (*)(const Forward&, int, int);
 using BackwardFn = void (*)(const Backward&, int, int);
+using WeightGradFn = void (*)(const WeightGrad&, int, int);
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RNN_EXT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2")))
@@ -564,11 +623,17 @@ RNN_EXT_AVX512 void bwd_avx512_f32(const Backward& b, int t, int n) { backward_a
 RNN_EXT_AVX512 void bwd_avx512_f64(const Backward& b, int t, int n) { backward_any<double, 8, 32>(b, t, n); }
 RNN_EXT_AVX2 void bwd_avx2_f32(const Backward& b, int t, int n) { backward_any<float, 8, 16>(b, t, n); }
 RNN_EXT_AVX2 void bwd_avx2_f64(const Backward& b, int t, int n) { backward_any<double, 4, 16>(b, t, n); }
+RNN_EXT_AVX512 void wg_avx512_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 16, 32>(w, t, n); }
+RNN_EXT_AVX512 void wg_avx512_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 8, 32>(w, t, n); }
+RNN_EXT_AVX2 void wg_avx2_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 8, 16>(w, t, n); }
+RNN_EXT_AVX2 void wg_avx2_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 4, 16>(w, t, n); }
 #endif
 void fwd_generic_f32(const Forward& f, int t, int n) { forward_any<float, 4, 16>(f, t, n); }
 void fwd_generic_f64(const Forward& f, int t, int n) { forward_any<double, 2, 16>(f, t, n); }
 void bwd_generic_f32(const Backward& b, int t, int n) { backward_any<float, 4, 16>(b, t, n); }
 void bwd_generic_f64(const Backward& b, int t, int n) { backward_any<double, 2, 16>(b, t, n); }
+void wg_generic_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 4, 16>(w, t, n); }
+void wg_generic_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 2, 16>(w, t, n); }
 
 ForwardFn forward_fn(bool is_double) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -583,6 +648,13 @@ BackwardFn backward_fn(bool is_double) {
   if (isa() == Isa::kAvx2) return is_double ? bwd_avx2_f64 : bwd_avx2_f32;
 #endif
   return is_double ? bwd_generic_f64 : bwd_generic_f32;
+}
+WeightGradFn weight_grad_fn(bool is_double) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (isa() == Isa::kAvx512) return is_double ? wg_avx512_f64 : wg_avx512_f32;
+  if (isa() == Isa::kAvx2) return is_double ? wg_avx2_f64 : wg_avx2_f32;
+#endif
+  return is_double ? wg_generic_f64 : wg_generic_f32;
 }
 
 // Threads for one op call. A thread must get enough work per step to pay for
@@ -645,6 +717,36 @@ void backward(const Backward& b) {
                            tile_rows_here(kBackwardNv));
   const BackwardFn fn = backward_fn(b.is_double);
   run_team(nt, [&](int tid, int n) { fn(b, tid, n); });
+}
+
+void weight_grad(const WeightGrad& w) {
+  const int64_t G = w.G, K = w.K, N = w.N;
+  if (N == 0) {  // no rows: the sums are empty
+    const size_t bytes = (w.is_double ? 8 : 4);
+    std::memset(w.dw, 0, static_cast<size_t>(G * w.k_split) * bytes);
+    std::memset(w.dw_rest, 0, static_cast<size_t>(G * (K - w.k_split)) * bytes);
+    return;
+  }
+  const int64_t W = lanes(w.is_double), blocks = ceil_div(G, kBackwardNv * W);
+  // One product, not a step: K rows of N each per block of gates.
+  const int nt = team_size(w.threads, kMinForwardCyclesPerThread, blocks, K, N, kBackwardNv,
+                           tile_rows_here(kBackwardNv));
+  const WeightGradFn fn = weight_grad_fn(w.is_double);
+  run_team(nt, [&](int tid, int n) { fn(w, tid, n); });
+}
+
+void transpose(bool is_double, const void* src, int64_t rows, int64_t cols, int64_t lds, void* dst, int64_t ldd,
+               int threads) {
+  // Rows split in multiples of 16 among the threads (each writes its own columns of dst).
+  const int64_t tiles = ceil_div(rows, 16);
+  const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, tiles, rows * cols / 65536 + 1})));
+  run_team(nt, [&](int tid, int n) {
+    const int64_t r0 = std::min(rows, tiles * tid / n * 16), r1 = std::min(rows, tiles * (tid + 1) / n * 16);
+    if (is_double)
+      transpose_rows(static_cast<const double*>(src), r0, r1, cols, lds, static_cast<double*>(dst), ldd);
+    else
+      transpose_rows(static_cast<const float*>(src), r0, r1, cols, lds, static_cast<float*>(dst), ldd);
+  });
 }
 
 }  // namespace fused

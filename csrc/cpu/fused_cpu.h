@@ -86,6 +86,26 @@ void forward(const Forward& f);
 inline bool input_product_inside(int64_t batch) { return batch >= 4; }
 void backward(const Backward& b);
 
+// The weight gradients after the backward loop: dW = d_gates^T a, for a (N, K)
+// given transposed. Columns [0, k_split) of dW go to dw (G, k_split), the rest
+// to dw_rest (G, K - k_split): dW_ih and dW_hh from one product over [X | H_prev].
+// Every element is one dot product summed in row order, so the result is the
+// same on any thread count.
+struct WeightGrad {
+  bool is_double;
+  int64_t N, G, K, k_split;
+  const void* d_gates;  // (N, G)
+  const void* at;       // (K, N): a^T
+  void* dw;             // (G, k_split)
+  void* dw_rest;        // (G, K - k_split)
+  int threads;
+};
+void weight_grad(const WeightGrad& w);
+
+// dst (cols, ldd) = src (rows, lds)^T, float32 or float64, on up to `threads` threads.
+void transpose(bool is_double, const void* src, int64_t rows, int64_t cols, int64_t lds, void* dst, int64_t ldd,
+               int threads);
+
 
 }  // namespace fused
 }  // namespace rnn_ext
