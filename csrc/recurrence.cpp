@@ -315,8 +315,8 @@ std::pair<Tensor, Tensor> fused_weight_grad(const Tensor& d_gates, const Tensor&
 
 // dW_ih and dW_hh from one product, d_gates^T [X | H_prev], when both multiply
 // the same gate gradients (LSTM, RNN): one pass with I + Hout columns runs
-// closer to the peak than two (CPU, 2 threads, MKL: 1.40 -> 1.10 ms at N=1600,
-// G=512, I=64, H=128; 11.6 -> 10.9 ms at N=3200, G=1024, I=H=256).
+// closer to the peak than two (measured with MKL, CPU, 2 threads: 1.40 -> 1.10
+// ms at N=1600, G=512, I=64, H=128; 11.6 -> 10.9 ms at N=3200, G=1024, I=H=256).
 std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor& x2d,
                                        const Tensor& y2d, const Tensor& h0) {
   const int64_t I = x2d.size(1), Hout = y2d.size(1);
@@ -332,8 +332,6 @@ std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates,
   const Tensor dw = at::mm(d_gates.t(), xh);
   return {dw.narrow(1, 0, I).contiguous(), dw.narrow(1, I, Hout).contiguous()};
 }
-
-
 
 // A weight for the fused kernels: the dense (G, K) matrix and the scratch they
 // pack it into (forward: W_hh with K = H, or W_ih with K = I; or W_hh for the
