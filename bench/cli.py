@@ -41,6 +41,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="output folder (default: bench/results/<grid>-<device>)")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads(N) (default: torch's default)")
     ap.add_argument("--budget", type=float, help="seconds of timing per grid point (default: the grid's)")
+    ap.add_argument("--keep-heap", action="store_true",
+                    help="glibc: keep freed memory in the heap for both sides (no trimming; blocks up to 32 MB "
+                         "from the heap), so that page faults of fresh memory drop out of the comparison "
+                         "(default: glibc's defaults, what a user gets)")
     return ap.parse_args(argv)
 
 
@@ -65,7 +69,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
+    heap = envmod.keep_heap() if args.keep_heap else "glibc defaults"
     env = envmod.collect(grid.name, device)
+    env["heap"] = heap
     print(f"# rnn_ext benchmark: grid {grid.name} on {device}")
     print("\n".join(envmod.header_lines(env)))
     dtypes = list(dict.fromkeys(p.dtype for p in grid.points))

@@ -51,6 +51,21 @@ def cuda_kernels_registered() -> bool:
     return _has_kernel("lstm_forward", "CUDA")
 
 
+def keep_heap() -> str:
+    """glibc only: stop returning freed heap memory to the OS (M_TRIM_THRESHOLD) and serve
+    blocks up to 32 MB, glibc's largest setting, from the heap (M_MMAP_THRESHOLD), for the
+    whole process, so both sides reuse warm pages instead of faulting fresh ones in. Returns
+    what was set, for the header."""
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mmap_max = 32 << 20
+    if not (libc.mallopt(m_trim_threshold, 2**31 - 1) and libc.mallopt(m_mmap_threshold, mmap_max)):
+        raise RuntimeError("--keep-heap: mallopt refused (not glibc?)")
+    return "kept: glibc M_TRIM_THRESHOLD=2^31-1, M_MMAP_THRESHOLD=32 MB (--keep-heap)"
+
+
 def collect(grid: str, device: str) -> dict:
     """Everything a result needs to be read later; `device` is "cpu" or "cuda"."""
     env = {

@@ -43,3 +43,14 @@ def test_bench_smoke(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "geometric mean speedup" in md and "torch:" in md
     assert "| lstm | training |" in proc.stdout
+
+
+def test_bench_keep_heap_is_recorded(tmp_path):
+    """--keep-heap sets glibc's heap options (on glibc) and says so in the header of the results."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--grid", "smoke", "--cells", "rnn", "--modes", "inference",
+         "--out", str(tmp_path), "--threads", "1", "--keep-heap"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "- heap: kept: glibc M_TRIM_THRESHOLD" in (tmp_path / "results.md").read_text()
