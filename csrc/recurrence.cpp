@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "common/cell_steps.h"
+#include "big_buffers.h"
 #include "cpu/fused_cpu.h"
 #include "matmul.h"
 
@@ -321,7 +322,7 @@ std::pair<Tensor, Tensor> weight_grads(const Schedule& s, const Tensor& d_gates,
                                        const Tensor& y2d, const Tensor& h0) {
   const int64_t I = x2d.size(1), Hout = y2d.size(1);
   if (fused_weight_grad_ok(d_gates)) {
-    Tensor xh_t = at::empty({I + Hout, s.N}, x2d.options());
+    Tensor xh_t = empty_big({I + Hout, s.N}, x2d.options());
     transpose_into(x2d, xh_t.narrow(0, 0, I));
     previous_hidden_t_into(s, y2d, h0.contiguous(), xh_t.narrow(0, I, Hout));
     return fused_weight_grad(d_gates, xh_t, I);
@@ -467,7 +468,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor c_state = c0.contiguous().clone();
-    Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options());
+    Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options());
     fused::Forward f = fused_forward_args(fused::Cell::kLstm, steps, B, H, I, bias, wp, h0c, y);
     const InputSide in = set_input_side(f, fused::Cell::kLstm, x2d, w_ih, H, B);
     f.c_state = c_state.data_ptr();
@@ -483,7 +484,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor c_state = c0.to(acc).contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
   Tensor h_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
-  Tensor ws = at::empty({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
+  Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
   const bool small = small_path_ok(input, B);
   const StepMatrix w_hh_t(w_hh.t(), small), w_hr_t(proj ? w_hr.t() : Tensor(), small && proj);
 
@@ -544,7 +545,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, Hout), gy = mat(grad_output, s.N, Hout);
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
-  Tensor d_gates = at::empty({s.N, G}, input.options());
+  Tensor d_gates = empty_big({s.N, G}, input.options());
   Tensor c0_acc = c0.to(acc).contiguous();
   Tensor c_mix = s.packed ? at::empty({B, H}, c0_acc.options()) : Tensor();
   Tensor d_y = proj ? at::empty({s.N, Hout}, input.options()) : Tensor();
@@ -648,7 +649,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Packing wp = packing_for(fused::Cell::kGru, w_hh, H, false);
     const Tensor h0c = h0.contiguous();
     Tensor y = at::empty({s.N, H}, input.options());
-    Tensor ws = at::empty({need_grad ? s.N : 0, 4 * H}, input.options());
+    Tensor ws = empty_big({need_grad ? s.N : 0, 4 * H}, input.options());
     fused::Forward f = fused_forward_args(fused::Cell::kGru, steps, B, H, I, bias, wp, h0c, y);
     f.x_gates = x_gates.data_ptr();
     f.b_hn = b_hn.data_ptr();
@@ -662,7 +663,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   Tensor y = at::empty({s.N, H}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
-  Tensor ws = at::empty({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
+  Tensor ws = empty_big({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
   const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B));
 
   for (int64_t step = 0; step < s.T; ++step) {
@@ -708,8 +709,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
 
   const Tensor x2d = mat(input, s.N, I), gy = mat(grad_output, s.N, H);
   Tensor dh_state = grad_h_n.contiguous().clone();
-  Tensor dg_ih = at::empty({s.N, G}, input.options());
-  Tensor dg_hh = at::empty({s.N, G}, input.options());
+  Tensor dg_ih = empty_big({s.N, G}, input.options());
+  Tensor dg_hh = empty_big({s.N, G}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
   const bool fuse = use_fused(input, H, B);
   if (fuse) {
@@ -747,7 +748,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
   Tensor dw_ih, dw_hh;
   if (fused_weight_grad_ok(dg_ih)) {
-    Tensor x_t = at::empty({I, s.N}, input.options()), h_t = at::empty({H, s.N}, input.options());
+    Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
     transpose_into(x2d, x_t);
     previous_hidden_t_into(s, mat(output, s.N, H), h0.contiguous(), h_t);
     dw_ih = fused_weight_grad(dg_ih, x_t, I).first;
@@ -838,7 +839,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
 
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, H), gy = mat(grad_output, s.N, H);
   Tensor dh_state = grad_h_n.contiguous().clone();
-  Tensor d_gates = at::empty({s.N, H}, input.options());
+  Tensor d_gates = empty_big({s.N, H}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
   const bool fuse = use_fused(input, H, B);
   if (fuse) {

@@ -177,3 +177,30 @@ def test_fused_isa_variants_match_nn(isa):
     script = _ISA_SCRIPT.format(tests=str(REPO / "tests"))
     res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_big_buffers_huge_page_path_matches_nn(cell):
+    """Buffers of 4 MB or more (the workspace, gate gradients, transposed inputs) come from
+    their own 2 MB-aligned mappings (csrc/big_buffers.cpp): a layer big enough to use them
+    still matches float64 torch.nn, and the workspace the forward op returns is such a mapping."""
+    T, B, I, H = 64, 32, 64, 512  # LSTM workspace 21 MB, RNN gate gradients 4.2 MB
+    ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
+    ref = ref.double()
+    x, hx = random_inputs(cell, T, B, I, H, 1, 1, dtype=torch.float32)
+    got = outputs_and_grads(ext, x, hx)
+    xd = x.detach().double().requires_grad_()
+    hxd = tuple(h.detach().double().requires_grad_() for h in hx) if isinstance(hx, tuple) else \
+        hx.detach().double().requires_grad_()
+    assert_close_all([t.double() for t in got], outputs_and_grads(ref, xd, hxd), 1e-5)
+    if cell in ("LSTM", "GRU") and sys.platform.startswith("linux"):
+        w = [p.detach() for p in ext.parameters()]
+        h0 = hx[0][0] if isinstance(hx, tuple) else hx[0]
+        if cell == "LSTM":
+            outs = torch.ops.rnn_ext.lstm_forward(x.detach(), h0, hx[1][0], w[0], w[1], w[2], w[3], None, None,
+                                                  False, True)
+        else:
+            outs = torch.ops.rnn_ext.gru_forward(x.detach(), h0, w[0], w[1], w[2], w[3], None, False, True)
+        ws = outs[-1]
+        assert ws.numel() * ws.element_size() >= 4 << 20
+        assert ws.data_ptr() % (2 << 20) == 0
