@@ -34,24 +34,19 @@ bool blas_forced() {
   return env && std::string(env) == "blas";
 }
 
-bool onednn_ok(const at::Tensor& a, const at::Tensor& b) {
-  return !blas_forced() && a.is_cpu() && a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat && a.numel() > 0 &&
-         b.numel() > 0 && onednn_linear() != nullptr;
-}
-
-// oneDNN's op wants both operands with K contiguous: (M, K) and (N, K).
-at::Tensor onednn_nt(const at::Tensor& a, const at::Tensor& bt) {
-  torch::jit::Stack stack{a.contiguous(), bt.contiguous(), c10::IValue(), std::string("none"),
-                          c10::List<std::optional<c10::Scalar>>({std::nullopt}), c10::IValue()};
-  onednn_linear()->callBoxed(&stack);
-  return stack[0].toTensor();
-}
-
 }  // namespace
 
 at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt) {
-  // (oneDNN gets only non-empty products; at::mm returns zeros for K == 0.)
-  return onednn_ok(a, bt) ? onednn_nt(a, bt) : at::mm(a, bt.t());
+  const c10::OperatorHandle* op = onednn_linear();
+  // oneDNN gets only non-empty products (at::mm returns zeros for K == 0).
+  if (!op || blas_forced() || !a.is_cpu() || a.scalar_type() != at::kFloat || bt.scalar_type() != at::kFloat ||
+      a.numel() == 0 || bt.numel() == 0)
+    return at::mm(a, bt.t());
+  // The op wants both operands with K contiguous: (M, K) and (N, K).
+  torch::jit::Stack stack{a.contiguous(), bt.contiguous(), c10::IValue(), std::string("none"),
+                          c10::List<std::optional<c10::Scalar>>({std::nullopt}), c10::IValue()};
+  op->callBoxed(&stack);
+  return stack[0].toTensor();
 }
 
 }  // namespace rnn_ext

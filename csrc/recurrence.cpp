@@ -750,7 +750,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   if (fused_weight_grad_ok(dg_ih)) {
     Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
     transpose_into(x2d, x_t);
-    previous_hidden_t_into(s, mat(output, s.N, H), h0.contiguous(), h_t);
+    if (h_prev.defined()) transpose_into(h_prev, h_t);  // the stepwise path built it already
+    else previous_hidden_t_into(s, mat(output, s.N, H), h0.contiguous(), h_t);
     dw_ih = fused_weight_grad(dg_ih, x_t, I).first;
     dw_hh = fused_weight_grad(dg_hh, h_t, H).first;
   } else {
