@@ -540,7 +540,8 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
 // ------------------------------------------------------------ weight gradients
 // dW = dg^T a from at = a^T (K, N), as acc (K, UW) = at @ dg[:, block] per
 // column block of dg (UW gates; the blocks split among the threads), then
-// stored transposed into the output rows of those gates.
+// stored transposed into the output rows of those gates. The bias gradient,
+// when asked for, is one more row of at: all ones.
 //
 // The loops run GEMM-style: a group of blocks whose accumulators fit in half
 // the L2 shares each chunk of N, so that chunk of at (K x kChunk) is read from
@@ -558,14 +559,18 @@ RNN_EXT_INLINE void weight_grad_thread(const WeightGrad& wg, int tid, int nt) {
   const T* at = static_cast<const T*>(wg.at);
   T* dw = static_cast<T*>(wg.dw);
   T* dw_rest = static_cast<T*>(wg.dw_rest);
-  if (K == 0) return;  // dW has no columns
+  T* db = static_cast<T*>(wg.d_bias);
+  const int64_t M = K + (db ? 1 : 0);  // rows of the product
+  if (M == 0) return;  // dW has no columns
   const Slice mine(ceil_div(G, UW), tid, nt);
-  const int64_t group = std::max<int64_t>(1, l2_bytes() / 2 / (K * UW * static_cast<int64_t>(sizeof(T))));
-  std::vector<T> acc(static_cast<size_t>(std::min(group, mine.b1 - mine.b0) * K * UW));
-  std::vector<const T*> a(static_cast<size_t>(K));
+  const int64_t group = std::max<int64_t>(1, l2_bytes() / 2 / (M * UW * static_cast<int64_t>(sizeof(T))));
+  std::vector<T> acc(static_cast<size_t>(std::min(group, mine.b1 - mine.b0) * M * UW));
+  std::vector<T> ones(db ? static_cast<size_t>(N) : 0, T(1));
+  std::vector<const T*> a(static_cast<size_t>(M));
   for (int64_t m = 0; m < K; ++m) a[m] = at + m * N;
+  if (db) a[K] = ones.data();
   alignas(64) T slice[kChunk * UW];
-  const int64_t tiles = ceil_div(K, MR), base = K / tiles, extra = K % tiles;  // rows split evenly
+  const int64_t tiles = ceil_div(M, MR), base = M / tiles, extra = M % tiles;  // rows split evenly
   for (int64_t gb = mine.b0; gb < mine.b1; gb += group) {
     const int64_t ge = std::min(mine.b1, gb + group);
     for (int64_t k0 = 0; k0 < N; k0 += kChunk) {
@@ -576,9 +581,9 @@ RNN_EXT_INLINE void weight_grad_thread(const WeightGrad& wg, int tid, int nt) {
           std::memcpy(slice + k * UW, dg + (k0 + k) * G + g0, n * sizeof(T));
           if (n < UW) std::memset(slice + k * UW + n, 0, (UW - n) * sizeof(T));
         }
-        T* out = acc.data() + (b - gb) * K * UW;
-        for (int64_t m0 = 0, i = 0; m0 < K; ++i) {
-          const int64_t mr = std::min(K - m0, base + (i < extra));
+        T* out = acc.data() + (b - gb) * M * UW;
+        for (int64_t m0 = 0, i = 0; m0 < M; ++i) {
+          const int64_t mr = std::min(M - m0, base + (i < extra));
           tile<T, W, NV, MR>(a.data() + m0, mr, k0, kn, slice, out + m0 * UW, k0 > 0);
           m0 += mr;
         }
@@ -586,12 +591,13 @@ RNN_EXT_INLINE void weight_grad_thread(const WeightGrad& wg, int tid, int nt) {
     }
     for (int64_t b = gb; b < ge; ++b) {
       const int64_t g0 = b * UW, n = std::min(UW, G - g0);
-      const T* in = acc.data() + (b - gb) * K * UW;
+      const T* in = acc.data() + (b - gb) * M * UW;
       for (int64_t c = 0; c < n; ++c) {
         T* o = dw + (g0 + c) * K1;
         T* rest = dw_rest + (g0 + c) * (K - K1);
         for (int64_t m = 0; m < K1; ++m) o[m] = in[m * UW + c];
         for (int64_t m = K1; m < K; ++m) rest[m - K1] = in[m * UW + c];
+        if (db) db[g0 + c] = in[K * UW + c];
       }
     }
   }
@@ -748,6 +754,7 @@ void weight_grad(const WeightGrad& w) {
     const size_t bytes = (w.is_double ? 8 : 4);
     std::memset(w.dw, 0, static_cast<size_t>(G * w.k_split) * bytes);
     std::memset(w.dw_rest, 0, static_cast<size_t>(G * (K - w.k_split)) * bytes);
+    if (w.d_bias) std::memset(w.d_bias, 0, static_cast<size_t>(G) * bytes);
     return;
   }
   const int64_t W = lanes(w.is_double), blocks = ceil_div(G, kBackwardNv * W);

@@ -89,8 +89,9 @@ void backward(const Backward& b);
 // The weight gradients after the backward loop: dW = d_gates^T a, for a (N, K)
 // given transposed. Columns [0, k_split) of dW go to dw (G, k_split), the rest
 // to dw_rest (G, K - k_split): dW_ih and dW_hh from one product over [X | H_prev].
-// Every element is one dot product summed in row order, so the result is the
-// same on any thread count.
+// With d_bias, also the column sums of d_gates (the bias gradient), as the
+// product with one more row of a^T, all ones. Every element is one dot
+// product summed in a fixed order, so the result is the same on any thread count.
 struct WeightGrad {
   bool is_double;
   int64_t N, G, K, k_split;
@@ -98,6 +99,7 @@ struct WeightGrad {
   const void* at;       // (K, N): a^T
   void* dw;             // (G, k_split)
   void* dw_rest;        // (G, K - k_split)
+  void* d_bias;         // (G), or null
   int threads;
 };
 void weight_grad(const WeightGrad& w);
