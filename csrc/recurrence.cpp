@@ -269,9 +269,10 @@ int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(
 // The weight gradients on the CPU (float32, float64) come from the fused
 // kernels' product (fused::weight_grad), which reads d_gates where they are
 // (copying one L1-sized slice at a time): oneDNN would need d_gates and
-// [X | H_prev] transposed first, and MKL runs at half speed on AMD. Whole LSTM backward, EPYC Zen 5, 2 threads, float32 (against
-// oneDNN with the copies): 37 -> 21 ms at T=100, B=32, I=H=256; 106-116 ->
-// 86-93 ms at T=50, B=64, I=H=512. It also gives the same bits on any thread count.
+// [X | H_prev] transposed first, and MKL runs at half speed on AMD. Whole LSTM
+// backward, EPYC Zen 5, 2 threads, float32 (against oneDNN with the copies):
+// 37 -> 21 ms at T=100, B=32, I=H=256; 106-116 -> 86-93 ms at T=50, B=64,
+// I=H=512. It also gives the same bits on any thread count.
 bool fused_weight_grad_ok(const Tensor& t) {
   return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
 }
@@ -296,7 +297,8 @@ void previous_hidden_t_into(const Schedule& s, const Tensor& y2d, const Tensor& 
   if (N > B) transpose_into(y2d.narrow(0, s.reverse ? B : 0, N - B), dst.narrow(1, s.reverse ? 0 : B, N - B));
 }
 
-// Weight and bias gradients of one layer.
+// Weight and bias gradients of one layer (from fused_weight_grad: ih and hh
+// are the columns before and after k_split; GRU passes k_split = K, so ih).
 struct WeightGrads {
   Tensor ih, hh, bias;
 };

@@ -181,6 +181,13 @@ RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
   }
 }
 
+// Rows of K per chunk of the products: a panel slice of 16 KB, which stays in L1.
+template <typename T, int64_t W, int64_t NV>
+constexpr int64_t k_chunk() {
+  constexpr int64_t k = 16384 / static_cast<int64_t>(NV * W * sizeof(T));
+  return k < 16 ? 16 : k;
+}
+
 // acc (rows, NV*W) (+)= a (rows, K) @ panel (K, NV*W), in chunks of K whose panel
 // slice (16 KB) stays in L1 while every row tile passes over it; without the
 // chunks each row tile would stream the whole panel from L2 again.
@@ -190,11 +197,6 @@ RNN_EXT_INLINE void prefetch(const T* p, int64_t n, bool for_write) {
 //
 // after_tile(m0, mr) runs after each row tile of the first chunk, so that work
 // there (prefetches) is spread among the products instead of stalling at once.
-template <typename T, int64_t W, int64_t NV>
-constexpr int64_t k_chunk() {
-  constexpr int64_t k = 16384 / static_cast<int64_t>(NV * W * sizeof(T));
-  return k < 16 ? 16 : k;
-}
 template <typename T, int64_t W, int64_t NV, int64_t MR, typename F>
 RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc,
                                   bool accumulate, const F& after_tile, const T* next_panel = nullptr) {
@@ -548,8 +550,9 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt) {
 // L2 by every block of the group rather than from memory once per block; each
 // block's slice of dg (kChunk x UW) is copied to a contiguous 16 KB buffer,
 // because its rows in place are G elements apart, often a multiple of 4 KB,
-// and would share a few L1 sets (measured on a Xeon, I=H=256, N=3200: 80
-// GFLOP/s in place, 110 copied; MKL's GEMM 155).
+// and would share a few L1 sets (measured on a Xeon, 2 threads, I=H=256,
+// N=3200: 75-80 GFLOP/s in place, 110 copied, 142 with the groups too; MKL's
+// GEMM 155).
 template <typename T, int64_t W, int64_t Regs>
 RNN_EXT_INLINE void weight_grad_thread(const WeightGrad& wg, int tid, int nt) {
   constexpr int64_t NV = kBackwardNv, UW = NV * W;
