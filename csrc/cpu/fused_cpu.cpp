@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "cpu/fast_math.h"
@@ -606,17 +607,51 @@ RNN_EXT_INLINE void weight_grad_thread(const WeightGrad& wg, int tid, int nt) {
   }
 }
 
-// dst (cols, ldd) <- src (rows r0..r1, lds)^T, in 16 x 16 tiles so that both
-// sides stay within cache lines.
-template <typename T>
-void transpose_rows(const T* __restrict src, int64_t r0, int64_t r1, int64_t cols, int64_t lds, T* __restrict dst,
-                    int64_t ldd) {
-  constexpr int64_t kTile = 16;
-  for (int64_t i0 = r0; i0 < r1; i0 += kTile)
-    for (int64_t j0 = 0; j0 < cols; j0 += kTile) {
-      const int64_t in = std::min(kTile, r1 - i0), jn = std::min(kTile, cols - j0);
-      for (int64_t j = 0; j < jn; ++j)
-        for (int64_t i = 0; i < in; ++i) dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
+// One stage of a W x W transpose in registers: rows i and i + S (i with bit S
+// clear) swap their off-diagonal S x S sub-blocks. After the stages S = W/2,
+// ..., 1 row j holds column j. Each output is one two-source shuffle
+// (vpermt2ps on AVX-512), so a 16 x 16 float tile costs 64 shuffles instead
+// of 256 scalar loads and stores.
+template <typename V, int64_t W, int64_t S, size_t... L>
+RNN_EXT_INLINE V keep_low(const V& a, const V& b, std::index_sequence<L...>) {
+  return __builtin_shufflevector(a, b, ((L & S) ? W + L - S : L)...);
+}
+template <typename V, int64_t W, int64_t S, size_t... L>
+RNN_EXT_INLINE V keep_high(const V& a, const V& b, std::index_sequence<L...>) {
+  return __builtin_shufflevector(a, b, ((L & S) ? W + L : L + S)...);
+}
+template <typename V, int64_t W, int64_t S>
+RNN_EXT_INLINE void transpose_stages(V* r) {
+  if constexpr (S >= 1) {
+    constexpr auto lanes_ = std::make_index_sequence<W>{};
+    for (int64_t i = 0; i < W; ++i)
+      if (!(i & S)) {
+        const V a = r[i], b = r[i + S];
+        r[i] = keep_low<V, W, S>(a, b, lanes_);
+        r[i + S] = keep_high<V, W, S>(a, b, lanes_);
+      }
+    transpose_stages<V, W, S / 2>(r);
+  }
+}
+
+// dst (cols, ldd) <- src (rows r0..r1, lds)^T, in W x W tiles transposed in
+// registers; the ragged edges element by element.
+template <typename T, int64_t W>
+RNN_EXT_INLINE void transpose_rows(const T* __restrict src, int64_t r0, int64_t r1, int64_t cols, int64_t lds,
+                                   T* __restrict dst, int64_t ldd) {
+  using V = typename VecOf<T, W>::type;
+  for (int64_t i0 = r0; i0 < r1; i0 += W)
+    for (int64_t j0 = 0; j0 < cols; j0 += W) {
+      const int64_t in = std::min(W, r1 - i0), jn = std::min(W, cols - j0);
+      if (in == W && jn == W) {
+        V r[W];
+        for (int64_t i = 0; i < W; ++i) std::memcpy(&r[i], src + (i0 + i) * lds + j0, sizeof(V));
+        transpose_stages<V, W, W / 2>(r);
+        for (int64_t j = 0; j < W; ++j) std::memcpy(dst + (j0 + j) * ldd + i0, &r[j], sizeof(V));
+      } else {
+        for (int64_t j = 0; j < jn; ++j)
+          for (int64_t i = 0; i < in; ++i) dst[(j0 + j) * ldd + i0 + i] = src[(i0 + i) * lds + j0 + j];
+      }
     }
 }
 
@@ -643,6 +678,11 @@ RNN_EXT_INLINE void backward_any(const Backward& b, int tid, int nt) {
 using ForwardFn = void (*)(const Forward&, int, int);
 using BackwardFn = void (*)(const Backward&, int, int);
 using WeightGradFn = void (*)(const WeightGrad&, int, int);
+using TransposeFn = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, void*, int64_t);
+#define RNN_EXT_TRANSPOSE(name, T, W)                                                                   \
+  void name(const void* s, int64_t r0, int64_t r1, int64_t c, int64_t lds, void* d, int64_t ldd) { \
+    transpose_rows<T, W>(static_cast<const T*>(s), r0, r1, c, lds, static_cast<T*>(d), ldd);      \
+  }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RNN_EXT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2")))
@@ -659,6 +699,10 @@ RNN_EXT_AVX512 void wg_avx512_f32(const WeightGrad& w, int t, int n) { weight_gr
 RNN_EXT_AVX512 void wg_avx512_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 8, 32>(w, t, n); }
 RNN_EXT_AVX2 void wg_avx2_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 8, 16>(w, t, n); }
 RNN_EXT_AVX2 void wg_avx2_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 4, 16>(w, t, n); }
+RNN_EXT_AVX512 RNN_EXT_TRANSPOSE(tr_avx512_f32, float, 16)
+RNN_EXT_AVX512 RNN_EXT_TRANSPOSE(tr_avx512_f64, double, 8)
+RNN_EXT_AVX2 RNN_EXT_TRANSPOSE(tr_avx2_f32, float, 8)
+RNN_EXT_AVX2 RNN_EXT_TRANSPOSE(tr_avx2_f64, double, 4)
 #endif
 void fwd_generic_f32(const Forward& f, int t, int n) { forward_any<float, 4, 16>(f, t, n); }
 void fwd_generic_f64(const Forward& f, int t, int n) { forward_any<double, 2, 16>(f, t, n); }
@@ -666,6 +710,8 @@ void bwd_generic_f32(const Backward& b, int t, int n) { backward_any<float, 4, 1
 void bwd_generic_f64(const Backward& b, int t, int n) { backward_any<double, 2, 16>(b, t, n); }
 void wg_generic_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 4, 16>(w, t, n); }
 void wg_generic_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 2, 16>(w, t, n); }
+RNN_EXT_TRANSPOSE(tr_generic_f32, float, 4)
+RNN_EXT_TRANSPOSE(tr_generic_f64, double, 2)
 
 ForwardFn forward_fn(bool is_double) {
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -687,6 +733,13 @@ WeightGradFn weight_grad_fn(bool is_double) {
   if (isa() == Isa::kAvx2) return is_double ? wg_avx2_f64 : wg_avx2_f32;
 #endif
   return is_double ? wg_generic_f64 : wg_generic_f32;
+}
+TransposeFn transpose_fn(bool is_double) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (isa() == Isa::kAvx512) return is_double ? tr_avx512_f64 : tr_avx512_f32;
+  if (isa() == Isa::kAvx2) return is_double ? tr_avx2_f64 : tr_avx2_f32;
+#endif
+  return is_double ? tr_generic_f64 : tr_generic_f32;
 }
 
 // Threads for one op call. A thread must get enough work per step to pay for
@@ -773,12 +826,10 @@ void transpose(bool is_double, const void* src, int64_t rows, int64_t cols, int6
   // Rows split in multiples of 16 among the threads (each writes its own columns of dst).
   const int64_t tiles = ceil_div(rows, 16);
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, tiles, rows * cols / 65536 + 1})));
+  const TransposeFn fn = transpose_fn(is_double);
   run_team(nt, [&](int tid, int n) {
     const int64_t r0 = std::min(rows, tiles * tid / n * 16), r1 = std::min(rows, tiles * (tid + 1) / n * 16);
-    if (is_double)
-      transpose_rows(static_cast<const double*>(src), r0, r1, cols, lds, static_cast<double*>(dst), ldd);
-    else
-      transpose_rows(static_cast<const float*>(src), r0, r1, cols, lds, static_cast<float*>(dst), ldd);
+    fn(src, r0, r1, cols, lds, dst, ldd);
   });
 }
 
