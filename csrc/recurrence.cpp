@@ -306,26 +306,52 @@ struct WeightGrads {
 // d_gates^T a from at = a^T (K, N), its columns split at k_split, and the
 // column sums of d_gates in the same pass (the bias gradient: no separate
 // reduction over d_gates; 2.6% of an LSTM training step's samples at T=64,
-// B=32, I=64, H=128, one thread).
-WeightGrads fused_weight_grad(const Tensor& d_gates, const Tensor& at, int64_t k_split) {
+// B=32, I=64, H=128, one thread): the outputs and the arguments for
+// fused::weight_grad, which may run later (d_gates need not be filled yet).
+struct WeightGradJob {
+  Tensor dw, rest, db, dg, at;
+  fused::WeightGrad args{};
+  WeightGrads result() const { return {dw, rest, db}; }
+};
+
+WeightGradJob weight_grad_job(const Schedule& s, const Tensor& d_gates, const Tensor& at, int64_t k_split) {
   const int64_t G = d_gates.size(1), K = at.size(0);
-  Tensor dw = at::empty({G, k_split}, d_gates.options()), rest = at::empty({G, K - k_split}, d_gates.options());
-  Tensor db = at::empty({G}, d_gates.options());
-  const Tensor dg = d_gates.contiguous();
-  fused::WeightGrad w{};
-  w.is_double = dg.scalar_type() == at::kDouble;
-  w.N = dg.size(0);
+  WeightGradJob j;
+  j.dw = at::empty({G, k_split}, d_gates.options());
+  j.rest = at::empty({G, K - k_split}, d_gates.options());
+  j.db = at::empty({G}, d_gates.options());
+  TORCH_INTERNAL_ASSERT(d_gates.is_contiguous());  // read in place, maybe before it is filled
+  j.dg = d_gates;
+  j.at = at;
+  fused::WeightGrad& w = j.args;
+  w.is_double = j.dg.scalar_type() == at::kDouble;
+  w.N = j.dg.size(0);
   w.G = G;
   w.K = K;
   w.k_split = k_split;
-  w.d_gates = dg.data_ptr();
+  w.d_gates = j.dg.data_ptr();
   w.at = at.data_ptr();
-  w.dw = dw.data_ptr();
-  w.dw_rest = rest.data_ptr();
-  w.d_bias = db.data_ptr();
+  w.dw = j.dw.data_ptr();
+  w.dw_rest = j.rest.data_ptr();
+  w.d_bias = j.db.data_ptr();
+  w.rows_descending = !s.reverse;  // the order the backward finishes the rows in
   w.threads = fused_threads();
-  fused::weight_grad(w);
-  return {dw, rest, db};
+  return j;
+}
+
+WeightGrads fused_weight_grad(const Schedule& s, const Tensor& d_gates, const Tensor& at, int64_t k_split) {
+  const WeightGradJob j = weight_grad_job(s, d_gates, at, k_split);
+  fused::weight_grad(j.args);
+  return j.result();
+}
+
+// [X | H_prev]^T (I + Hout, N), for the LSTM and RNN weight gradients.
+Tensor xh_transposed(const Schedule& s, const Tensor& x2d, const Tensor& y2d, const Tensor& h0) {
+  const int64_t I = x2d.size(1), Hout = y2d.size(1);
+  Tensor xh_t = empty_big({I + Hout, s.N}, x2d.options());
+  transpose_into(x2d, xh_t.narrow(0, 0, I));
+  previous_hidden_t_into(s, y2d, h0.contiguous(), xh_t.narrow(0, I, Hout));
+  return xh_t;
 }
 
 // dW_ih and dW_hh from one product, d_gates^T [X | H_prev], when both multiply
@@ -335,12 +361,7 @@ WeightGrads fused_weight_grad(const Tensor& d_gates, const Tensor& at, int64_t k
 WeightGrads weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor& x2d, const Tensor& y2d,
                          const Tensor& h0, at::ScalarType dtype) {
   const int64_t I = x2d.size(1), Hout = y2d.size(1);
-  if (fused_weight_grad_ok(d_gates)) {
-    Tensor xh_t = empty_big({I + Hout, s.N}, x2d.options());
-    transpose_into(x2d, xh_t.narrow(0, 0, I));
-    previous_hidden_t_into(s, y2d, h0.contiguous(), xh_t.narrow(0, I, Hout));
-    return fused_weight_grad(d_gates, xh_t, I);
-  }
+  if (fused_weight_grad_ok(d_gates)) return fused_weight_grad(s, d_gates, xh_transposed(s, x2d, y2d, h0), I);
   Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
   xh.narrow(1, 0, I).copy_(x2d);
   previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
@@ -568,6 +589,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const bool small = small_path_ok(input, B);
   const StepMatrix w_hh_m(w_hh, small), w_hr_m(proj ? w_hr : Tensor(), small && proj);
   const bool fuse = !proj && use_fused(input, H, B);
+  WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
     const Packing wp = packing_for(fused::Cell::kLstm, w_hh, H, true);
@@ -577,7 +599,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     b.c0 = c0_acc.data_ptr();
     b.ws = ws.data_ptr();
     b.dc_state = dc_state.data_ptr();
-    fused::backward(b);
+    wg = weight_grad_job(s, d_gates, xh_transposed(s, x2d, y2d, h0), I);
+    fused::backward_and_weight_grads(b, &wg.args, 1);
   }
 
   // stepwise path (skipped when the fused kernel already ran every step)
@@ -623,7 +646,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   }
 
   Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
-  auto [dw_ih, dw_hh, db] = weight_grads(s, d_gates, x2d, y2d, h0, dtype);
+  auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0, dtype);
   Tensor dw_hr = at::empty({0}, input.options());
   if (proj) {
     Tensor h_pre = (ws.narrow(1, 3 * H, H) * at::tanh(ws_c)).to(dtype);
@@ -726,6 +749,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dg_hh = empty_big({s.N, G}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
   const bool fuse = use_fused(input, H, B);
+  WeightGradJob wg[2];  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
     const Packing wp = packing_for(fused::Cell::kGru, w_hh, H, true);
@@ -734,7 +758,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     b.h0 = h0c.data_ptr();
     b.ws = ws.data_ptr();
     b.d_gates_hh = dg_hh.data_ptr();
-    fused::backward(b);
+    Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
+    transpose_into(x2d, x_t);
+    previous_hidden_t_into(s, y2d, h0c, h_t);
+    wg[0] = weight_grad_job(s, dg_ih, x_t, I);
+    wg[1] = weight_grad_job(s, dg_hh, h_t, H);
+    const fused::WeightGrad args[2] = {wg[0].args, wg[1].args};
+    fused::backward_and_weight_grads(b, args, 2);
   }
 
   // stepwise path (skipped when the fused kernel already ran every step)
@@ -760,12 +790,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   }
   Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
   Tensor dw_ih, dw_hh, db_ih, db_hh;
-  if (fused_weight_grad_ok(dg_ih)) {
-    Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
-    transpose_into(x2d, x_t);
-    if (h_prev.defined()) transpose_into(h_prev, h_t);  // the stepwise path built it already
-    else previous_hidden_t_into(s, mat(output, s.N, H), h0.contiguous(), h_t);
-    WeightGrads g_ih = fused_weight_grad(dg_ih, x_t, I), g_hh = fused_weight_grad(dg_hh, h_t, H);
+  if (fuse || fused_weight_grad_ok(dg_ih)) {
+    WeightGrads g_ih = wg[0].result(), g_hh = wg[1].result();
+    if (!fuse) {
+      Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
+      transpose_into(x2d, x_t);
+      transpose_into(h_prev, h_t);  // the stepwise path built it already
+      g_ih = fused_weight_grad(s, dg_ih, x_t, I);
+      g_hh = fused_weight_grad(s, dg_hh, h_t, H);
+    }
     dw_ih = g_ih.ih;
     db_ih = g_ih.bias;
     dw_hh = g_hh.ih;
@@ -861,11 +894,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   Tensor d_gates = empty_big({s.N, H}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
   const bool fuse = use_fused(input, H, B);
+  WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
     const Packing wp = packing_for(rnn_cell(relu), w_hh, H, true);
     fused::Backward b = fused_backward_args(rnn_cell(relu), steps, B, H, wp, gy, y2d, dh_state, d_gates);
-    fused::backward(b);
+    wg = weight_grad_job(s, d_gates, xh_transposed(s, x2d, y2d, h0), I);
+    fused::backward_and_weight_grads(b, &wg.args, 1);
   }
   // stepwise path (skipped when the fused kernel already ran every step)
   for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
@@ -886,7 +921,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
   Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
-  auto [dw_ih, dw_hh, db] = weight_grads(s, d_gates, x2d, y2d, h0.contiguous(), dtype);
+  auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0.contiguous(), dtype);
   return {dx, dh_state, dw_ih, dw_hh, db, db.clone()};
 }
 

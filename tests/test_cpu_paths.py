@@ -92,28 +92,42 @@ def test_gradcheck_stepwise_path(monkeypatch, case, opts):
     test_gradcheck._check(*args, second_order=False)
 
 
+# (T, B, I, H, bidirectional, packed)
+THREAD_SHAPES = {
+    # big enough that forward and backward use two threads (fused_cpu.cpp: team_size)
+    "two-thread-backward": (20, 48, 32, 200, False, False),
+    # backward recurrence on one thread, the weight gradients summed on the other meanwhile
+    # (fused::backward_and_weight_grads), over 9 chunks of rows, in both directions, with
+    # sequences of different lengths
+    "overlapped-weight-grads": (150, 4, 24, 72, True, True),
+}
+
+
+@pytest.mark.parametrize("shape", list(THREAD_SHAPES), ids=list(THREAD_SHAPES))
 @pytest.mark.parametrize("cell", CELLS)
-def test_fused_float32_accuracy_and_thread_count_invariance(cell):
+def test_fused_float32_accuracy_and_thread_count_invariance(cell, shape):
     """float32 within 1e-5 of float64 torch.nn, and what the fused kernels compute (outputs,
     final states, the gradients of h0, c0, the weights and the biases) bitwise the same on 1 and
     2 threads: each element is one dot product summed in a fixed order. The gradient of x comes
     from a oneDNN or MKL GEMM (csrc/matmul.cpp), whose sums may split differently by thread
     count, so it is compared to rounding only."""
-    T, B, I, H = 20, 48, 32, 200  # big enough that forward and backward use two threads (fused_cpu.cpp: team_size)
-    ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
+    T, B, I, H, bidirectional, packed = THREAD_SHAPES[shape]
+    D = 2 if bidirectional else 1
+    ext, ref = make_pair(cell, I, H, 1, bidirectional, True, dtype=torch.float32)
     ref = ref.double()
-    x, hx = random_inputs(cell, T, B, I, H, 1, 1, dtype=torch.float32)
+    x, hx = random_inputs(cell, T, B, I, H, D, 1, dtype=torch.float32)
+    lengths = torch.tensor([T, T - 37, T, T - 90][:B]) if packed else None
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        two = outputs_and_grads(ext, x, hx)
+        two = outputs_and_grads(ext, x, hx, lengths)
         torch.set_num_threads(1)
-        one = outputs_and_grads(ext, x, hx)
+        one = outputs_and_grads(ext, x, hx, lengths)
     finally:
         torch.set_num_threads(old)
     n_states = 2 if cell == "LSTM" else 1
-    # y, h_n (c_n) | dx | dh0 (dc0) | dW_ih, dW_hh | db_ih, db_hh
-    assert len(one) == 6 + 2 * n_states
+    # y, h_n (c_n) | dx | dh0 (dc0) | dW_ih, dW_hh, db_ih, db_hh per direction
+    assert len(one) == 2 + 2 * n_states + 4 * D
     kernel_made = [i for i in range(len(one)) if i != 1 + n_states]
     for i, (a, b) in enumerate(zip(one, two)):
         if i in kernel_made:
@@ -123,7 +137,7 @@ def test_fused_float32_accuracy_and_thread_count_invariance(cell):
     xd = x.detach().double().requires_grad_()
     hxd = tuple(h.detach().double().requires_grad_() for h in hx) if isinstance(hx, tuple) else \
         hx.detach().double().requires_grad_()
-    want = outputs_and_grads(ref, xd, hxd)
+    want = outputs_and_grads(ref, xd, hxd, lengths)
     assert_close_all([t.double() for t in two], want, 1e-5)
 
 
