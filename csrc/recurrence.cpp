@@ -314,7 +314,7 @@ struct WeightGradJob {
   WeightGrads result() const { return {dw, rest, db}; }
 };
 
-WeightGradJob weight_grad_job(const Schedule& s, const Tensor& d_gates, const Tensor& at, int64_t k_split) {
+WeightGradJob weight_grad_job(const Tensor& d_gates, const Tensor& at, int64_t k_split) {
   const int64_t G = d_gates.size(1), K = at.size(0);
   WeightGradJob j;
   j.dw = at::empty({G, k_split}, d_gates.options());
@@ -334,13 +334,12 @@ WeightGradJob weight_grad_job(const Schedule& s, const Tensor& d_gates, const Te
   w.dw = j.dw.data_ptr();
   w.dw_rest = j.rest.data_ptr();
   w.d_bias = j.db.data_ptr();
-  w.rows_descending = !s.reverse;  // the order the backward finishes the rows in
   w.threads = fused_threads();
   return j;
 }
 
-WeightGrads fused_weight_grad(const Schedule& s, const Tensor& d_gates, const Tensor& at, int64_t k_split) {
-  const WeightGradJob j = weight_grad_job(s, d_gates, at, k_split);
+WeightGrads fused_weight_grad(const Tensor& d_gates, const Tensor& at, int64_t k_split) {
+  const WeightGradJob j = weight_grad_job(d_gates, at, k_split);
   fused::weight_grad(j.args);
   return j.result();
 }
@@ -361,7 +360,7 @@ Tensor xh_transposed(const Schedule& s, const Tensor& x2d, const Tensor& y2d, co
 WeightGrads weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor& x2d, const Tensor& y2d,
                          const Tensor& h0, at::ScalarType dtype) {
   const int64_t I = x2d.size(1), Hout = y2d.size(1);
-  if (fused_weight_grad_ok(d_gates)) return fused_weight_grad(s, d_gates, xh_transposed(s, x2d, y2d, h0), I);
+  if (fused_weight_grad_ok(d_gates)) return fused_weight_grad(d_gates, xh_transposed(s, x2d, y2d, h0), I);
   Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
   xh.narrow(1, 0, I).copy_(x2d);
   previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
@@ -599,7 +598,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     b.c0 = c0_acc.data_ptr();
     b.ws = ws.data_ptr();
     b.dc_state = dc_state.data_ptr();
-    wg = weight_grad_job(s, d_gates, xh_transposed(s, x2d, y2d, h0), I);
+    wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
     fused::backward_and_weight_grads(b, &wg.args, 1);
   }
 
@@ -761,8 +760,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
     transpose_into(x2d, x_t);
     previous_hidden_t_into(s, y2d, h0c, h_t);
-    wg[0] = weight_grad_job(s, dg_ih, x_t, I);
-    wg[1] = weight_grad_job(s, dg_hh, h_t, H);
+    wg[0] = weight_grad_job(dg_ih, x_t, I);
+    wg[1] = weight_grad_job(dg_hh, h_t, H);
     const fused::WeightGrad args[2] = {wg[0].args, wg[1].args};
     fused::backward_and_weight_grads(b, args, 2);
   }
@@ -796,8 +795,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
       Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
       transpose_into(x2d, x_t);
       transpose_into(h_prev, h_t);  // the stepwise path built it already
-      g_ih = fused_weight_grad(s, dg_ih, x_t, I);
-      g_hh = fused_weight_grad(s, dg_hh, h_t, H);
+      g_ih = fused_weight_grad(dg_ih, x_t, I);
+      g_hh = fused_weight_grad(dg_hh, h_t, H);
     }
     dw_ih = g_ih.ih;
     db_ih = g_ih.bias;
@@ -899,7 +898,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const FusedSteps steps = fused_steps(s);
     const Packing wp = packing_for(rnn_cell(relu), w_hh, H, true);
     fused::Backward b = fused_backward_args(rnn_cell(relu), steps, B, H, wp, gy, y2d, dh_state, d_gates);
-    wg = weight_grad_job(s, d_gates, xh_transposed(s, x2d, y2d, h0), I);
+    wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
     fused::backward_and_weight_grads(b, &wg.args, 1);
   }
   // stepwise path (skipped when the fused kernel already ran every step)

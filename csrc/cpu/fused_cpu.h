@@ -100,18 +100,19 @@ struct WeightGrad {
   void* dw;             // (G, k_split)
   void* dw_rest;        // (G, K - k_split)
   void* d_bias;         // (G), or null
-  bool rows_descending; // sum the chunks of N from the last row up: the order a
-                        // backward produces them in a forward-direction layer
+  bool rows_descending; // sum the chunks of N from the last row up (the order a
+                        // forward-direction backward finishes them): set by
+                        // backward_and_weight_grads where it overlaps the two
   int threads;
 };
 void weight_grad(const WeightGrad& w);
 
 // backward(b), then weight_grad(w[i]) for the n products of its gate gradients
-// (same N and rows_descending), with the same results. When the recurrence
-// runs on one thread (small batch: a second one would cost more in sharing
-// than it saves) and the products' accumulators fit in half the L2, the second
-// thread sums the weight gradients over the rows of the steps already
-// finished while the recurrence goes on, instead of idling.
+// (all with N rows). When the recurrence runs on one thread (small batch: a
+// second one would cost more in sharing than it saves) and the products'
+// accumulators fit in half the L2, the second thread sums the weight
+// gradients over the rows of the steps already finished while the recurrence
+// goes on, instead of idling. The results do not depend on the thread count.
 void backward_and_weight_grads(const Backward& b, const WeightGrad* w, int64_t n);
 
 // dst (cols, ldd) = src (rows, lds)^T, float32 or float64, on up to `threads` threads.
