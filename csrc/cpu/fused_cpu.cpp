@@ -296,7 +296,40 @@ inline void team_barrier(int nt) {
 // This thread's blocks.
 struct Slice {
   int64_t b0, b1;
-  Slice(int64_t blocks, int tid, int nt) : b0(blocks * tid / nt), b1(blocks * (tid + 1) / nt) {}
+  Slice(int64_t blocks, int64_t tid, int64_t nt) : b0(blocks * tid / nt), b1(blocks * (tid + 1) / nt) {}
+};
+
+// ------------------------------------------------------------ step queues
+// The blocks of one step, handed out to the threads: each takes the blocks of
+// its own range in order, then helps with the ranges of the others. On a VM
+// one core can run behind the other for a while (a busy neighbour); a fixed
+// split then left the faster one waiting at the barrier: 15% of an LSTM
+// forward's samples at T=100, B=32, I=H=256 were in libgomp's wait. Which
+// thread computes a block does not change its bits. Two sets of counters, one
+// per step parity, so that a thread can set the next step's while the others
+// still take from this one's.
+class StepQueues {
+ public:
+  explicit StepQueues(int nt) : nt_(nt), next_(static_cast<size_t>(2 * nt)) {}
+  // Thread tid's range starts at b0 at step k.
+  void reset(int64_t k, int tid, int64_t b0) { at(k, tid).store(b0, std::memory_order_relaxed); }
+  // body(b) for every block of step k, on the threads that call this.
+  template <typename F>
+  RNN_EXT_INLINE void run(int64_t k, int tid, int nt, int64_t blocks, const F& body) {
+    for (int64_t i = 0; i < nt; ++i) {
+      const int64_t owner = (tid + i) % nt;
+      const Slice r(blocks, owner, nt);
+      for (int64_t b; (b = at(k, owner).fetch_add(1, std::memory_order_relaxed)) < r.b1;) body(b);
+    }
+  }
+
+ private:
+  struct alignas(64) Counter {
+    std::atomic<int64_t> v{0};
+  };
+  std::atomic<int64_t>& at(int64_t k, int64_t tid) { return next_[static_cast<size_t>((k & 1) * nt_ + tid)].v; }
+  int64_t nt_;
+  std::vector<Counter> next_;
 };
 
 // ------------------------------------------------------------ forward
@@ -344,7 +377,7 @@ RNN_EXT_INLINE void rnn_epilogue(const T* __restrict o, const T* __restrict bx, 
 }
 
 template <typename T, int64_t W, int64_t Regs, Cell C>
-RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
+RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues* queues) {
   constexpr int64_t NV = forward_nv(C);
   constexpr int64_t MR = tile_rows(Regs, NV);
   constexpr int64_t UW = forward_units(C, W);  // units per block
@@ -372,6 +405,10 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
   std::vector<const T*> a(static_cast<size_t>(f.B));          // h_{t-1} row of every batch row
   std::vector<const T*> ax(static_cast<size_t>(f.B));         // x_t row of every batch row
   T* acc = acc_buf.data();
+  if (queues) {  // every panel packed and every queue set before anyone takes a block
+    queues->reset(0, tid, mine.b0);
+    team_barrier(nt);
+  }
 
   for (int64_t k = 0; k < f.s.T; ++k) {
     const int64_t rows = f.s.rows[k], off = f.s.offset[k];
@@ -384,7 +421,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
     if (x_inside) {
       for (int64_t r = 0; r < rows; ++r) ax[r] = xin + (off + r) * I;
     }
-    for (int64_t b = mine.b0; b < mine.b1; ++b) {
+    const auto block = [&](int64_t b) RNN_EXT_LAMBDA_INLINE {
       const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       const T* panel = wp + b * K * NV * W;
       const int64_t bn = b + 1 < mine.b1 ? b + 1 : mine.b0;  // the block after this one (wraps to the next step)
@@ -463,6 +500,12 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt) {
           rnn_epilogue<T, C == Cell::kRnnRelu>(o, bx, yo, nval);
         }
       }
+    };
+    if (queues) {
+      queues->reset(k + 1, tid, mine.b0);  // (every thread is past step k - 1, the last user of those)
+      queues->run(k, tid, nt, ceil_div(H, UW), block);
+    } else {
+      for (int64_t b = mine.b0; b < mine.b1; ++b) block(b);
     }
     team_barrier(nt);
   }
@@ -532,7 +575,8 @@ RNN_EXT_INLINE void store_row(T* __restrict d, const T* __restrict o, int64_t n)
 }
 
 template <typename T, int64_t W, int64_t Regs, Cell C>
-RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt, StepsDone* steps_done) {
+RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt, StepsDone* steps_done,
+                                    StepQueues* queues) {
   constexpr int64_t NV = kBackwardNv;
   constexpr int64_t MR = tile_rows(Regs, NV);
   constexpr int64_t UW = NV * W;
@@ -555,26 +599,25 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt, StepsDo
   std::vector<const T*> a(static_cast<size_t>(bw.B));
   T* acc = acc_buf.data();
 
+  if (queues) {  // every panel packed and every queue set before anyone takes a block
+    queues->reset(0, tid, mine.b0);
+    team_barrier(nt);
+  }
+
   for (int64_t k = T_ - 1; k >= -1; --k) {
-    // (1) dL/dh_{k} from step k+1: dh_state[:rows[k+1]] (+)= dgh_{k+1} @ W_hh, for my units
-    if (k + 1 < T_) {
-      const int64_t rn = bw.s.rows[k + 1], offn = bw.s.offset[k + 1];
-      for (int64_t r = 0; r < rn; ++r) a[r] = dgh + (offn + r) * G;
-      for (int64_t b = mine.b0; b < mine.b1; ++b) {
-        const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
+    // Per block of units: (1) dL/dh_k from step k+1, dh_state[:rows[k+1]] (+)=
+    // dgh_{k+1} @ W_hh; then (2) the pointwise derivative of step k.
+    const int64_t rn = k + 1 < T_ ? bw.s.rows[k + 1] : 0, offn = k + 1 < T_ ? bw.s.offset[k + 1] : 0;
+    for (int64_t r = 0; r < rn; ++r) a[r] = dgh + (offn + r) * G;
+    const int64_t rows = k >= 0 ? bw.s.rows[k] : 0, off = k >= 0 ? bw.s.offset[k] : 0;
+    const int64_t inh = k > 0 ? std::min(rows, bw.s.rows[k - 1]) : 0, prev = k > 0 ? bw.s.offset[k - 1] : 0;
+    const auto block = [&](int64_t b) RNN_EXT_LAMBDA_INLINE {
+      const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
+      if (k + 1 < T_) {
         const T* next = stream ? wp + (b + 1 < mine.b1 ? b + 1 : mine.b0) * G * NV * W : nullptr;
         block_product<T, W, NV, MR>(a.data(), rn, G, wp + b * G * NV * W, acc, false, no_op, next);
-        for (int64_t r = 0; r < rn; ++r) {
-          store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);
-        }
+        for (int64_t r = 0; r < rn; ++r) store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);
       }
-    }
-    if (k < 0) break;
-    // (2) the pointwise derivative of step k, for my units
-    const int64_t rows = bw.s.rows[k], off = bw.s.offset[k];
-    const int64_t inh = k ? std::min(rows, bw.s.rows[k - 1]) : 0, prev = k ? bw.s.offset[k - 1] : 0;
-    for (int64_t b = mine.b0; b < mine.b1; ++b) {
-      const int64_t j0 = b * UW, nval = std::min(UW, H - j0);
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t row = off + r;
         const T* g_in = gy + row * H + j0;
@@ -589,7 +632,15 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt, StepsDo
           rnn_backward_row<T, C == Cell::kRnnRelu>(g_in, dh, y + row * H + j0, dg + row * G + j0, nval);
         }
       }
+    };
+    const int64_t it = T_ - 1 - k;  // iterations so far
+    if (queues) {
+      queues->reset(it + 1, tid, mine.b0);  // (every thread is past iteration it - 1, the last user of those)
+      queues->run(it, tid, nt, ceil_div(H, UW), block);
+    } else {
+      for (int64_t b = mine.b0; b < mine.b1; ++b) block(b);
     }
+    if (k < 0) break;
     team_barrier(nt);
     if (steps_done) steps_done->store(T_ - k, std::memory_order_release);  // step k's gate gradients are final
   }
@@ -795,26 +846,26 @@ RNN_EXT_INLINE void transpose_rows(const T* __restrict src, int64_t r0, int64_t 
 
 // ------------------------------------------------------------ instantiation
 template <typename T, int64_t W, int64_t Regs>
-RNN_EXT_INLINE void forward_any(const Forward& f, int tid, int nt) {
+RNN_EXT_INLINE void forward_any(const Forward& f, int tid, int nt, StepQueues* q) {
   switch (f.cell) {
-    case Cell::kLstm: forward_thread<T, W, Regs, Cell::kLstm>(f, tid, nt); break;
-    case Cell::kGru: forward_thread<T, W, Regs, Cell::kGru>(f, tid, nt); break;
-    case Cell::kRnnTanh: forward_thread<T, W, Regs, Cell::kRnnTanh>(f, tid, nt); break;
-    case Cell::kRnnRelu: forward_thread<T, W, Regs, Cell::kRnnRelu>(f, tid, nt); break;
+    case Cell::kLstm: forward_thread<T, W, Regs, Cell::kLstm>(f, tid, nt, q); break;
+    case Cell::kGru: forward_thread<T, W, Regs, Cell::kGru>(f, tid, nt, q); break;
+    case Cell::kRnnTanh: forward_thread<T, W, Regs, Cell::kRnnTanh>(f, tid, nt, q); break;
+    case Cell::kRnnRelu: forward_thread<T, W, Regs, Cell::kRnnRelu>(f, tid, nt, q); break;
   }
 }
 template <typename T, int64_t W, int64_t Regs>
-RNN_EXT_INLINE void backward_any(const Backward& b, int tid, int nt, StepsDone* steps_done) {
+RNN_EXT_INLINE void backward_any(const Backward& b, int tid, int nt, StepsDone* d, StepQueues* q) {
   switch (b.cell) {
-    case Cell::kLstm: backward_thread<T, W, Regs, Cell::kLstm>(b, tid, nt, steps_done); break;
-    case Cell::kGru: backward_thread<T, W, Regs, Cell::kGru>(b, tid, nt, steps_done); break;
-    case Cell::kRnnTanh: backward_thread<T, W, Regs, Cell::kRnnTanh>(b, tid, nt, steps_done); break;
-    case Cell::kRnnRelu: backward_thread<T, W, Regs, Cell::kRnnRelu>(b, tid, nt, steps_done); break;
+    case Cell::kLstm: backward_thread<T, W, Regs, Cell::kLstm>(b, tid, nt, d, q); break;
+    case Cell::kGru: backward_thread<T, W, Regs, Cell::kGru>(b, tid, nt, d, q); break;
+    case Cell::kRnnTanh: backward_thread<T, W, Regs, Cell::kRnnTanh>(b, tid, nt, d, q); break;
+    case Cell::kRnnRelu: backward_thread<T, W, Regs, Cell::kRnnRelu>(b, tid, nt, d, q); break;
   }
 }
 
-using ForwardFn = void (*)(const Forward&, int, int);
-using BackwardFn = void (*)(const Backward&, int, int, StepsDone*);
+using ForwardFn = void (*)(const Forward&, int, int, StepQueues*);
+using BackwardFn = void (*)(const Backward&, int, int, StepsDone*, StepQueues*);
 using OverlapFn = void (*)(const Backward&, const WeightGrad*, int64_t, Overlap&, int, void*);
 using WeightGradFn = void (*)(const WeightGrad&, int, int);
 using TransposeFn = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, void*, int64_t);
@@ -826,33 +877,41 @@ using TransposeFn = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, vo
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RNN_EXT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2")))
 #define RNN_EXT_AVX2 __attribute__((target("avx2,fma,bmi2")))
-RNN_EXT_AVX512 void fwd_avx512_f32(const Forward& f, int t, int n) { forward_any<float, 16, 32>(f, t, n); }
-RNN_EXT_AVX512 void fwd_avx512_f64(const Forward& f, int t, int n) { forward_any<double, 8, 32>(f, t, n); }
-RNN_EXT_AVX2 void fwd_avx2_f32(const Forward& f, int t, int n) { forward_any<float, 8, 16>(f, t, n); }
-RNN_EXT_AVX2 void fwd_avx2_f64(const Forward& f, int t, int n) { forward_any<double, 4, 16>(f, t, n); }
-RNN_EXT_AVX512 void bwd_avx512_f32(const Backward& b, int t, int n, StepsDone* d) {
-  backward_any<float, 16, 32>(b, t, n, d);
+RNN_EXT_AVX512 void fwd_avx512_f32(const Forward& f, int t, int n, StepQueues* q) {
+  forward_any<float, 16, 32>(f, t, n, q);
+}
+RNN_EXT_AVX512 void fwd_avx512_f64(const Forward& f, int t, int n, StepQueues* q) {
+  forward_any<double, 8, 32>(f, t, n, q);
+}
+RNN_EXT_AVX2 void fwd_avx2_f32(const Forward& f, int t, int n, StepQueues* q) {
+  forward_any<float, 8, 16>(f, t, n, q);
+}
+RNN_EXT_AVX2 void fwd_avx2_f64(const Forward& f, int t, int n, StepQueues* q) {
+  forward_any<double, 4, 16>(f, t, n, q);
+}
+RNN_EXT_AVX512 void bwd_avx512_f32(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
+  backward_any<float, 16, 32>(b, t, n, d, q);
 }
 RNN_EXT_AVX512 void ov_avx512_f32(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
                                  void* acc) {
   weight_grads_overlapped<float, 16, 32>(b, w, nw, o, t, static_cast<float*>(acc));
 }
-RNN_EXT_AVX512 void bwd_avx512_f64(const Backward& b, int t, int n, StepsDone* d) {
-  backward_any<double, 8, 32>(b, t, n, d);
+RNN_EXT_AVX512 void bwd_avx512_f64(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
+  backward_any<double, 8, 32>(b, t, n, d, q);
 }
 RNN_EXT_AVX512 void ov_avx512_f64(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
                                  void* acc) {
   weight_grads_overlapped<double, 8, 32>(b, w, nw, o, t, static_cast<double*>(acc));
 }
-RNN_EXT_AVX2 void bwd_avx2_f32(const Backward& b, int t, int n, StepsDone* d) {
-  backward_any<float, 8, 16>(b, t, n, d);
+RNN_EXT_AVX2 void bwd_avx2_f32(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
+  backward_any<float, 8, 16>(b, t, n, d, q);
 }
 RNN_EXT_AVX2 void ov_avx2_f32(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
                                  void* acc) {
   weight_grads_overlapped<float, 8, 16>(b, w, nw, o, t, static_cast<float*>(acc));
 }
-RNN_EXT_AVX2 void bwd_avx2_f64(const Backward& b, int t, int n, StepsDone* d) {
-  backward_any<double, 4, 16>(b, t, n, d);
+RNN_EXT_AVX2 void bwd_avx2_f64(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
+  backward_any<double, 4, 16>(b, t, n, d, q);
 }
 RNN_EXT_AVX2 void ov_avx2_f64(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
                                  void* acc) {
@@ -867,17 +926,21 @@ RNN_EXT_AVX512 RNN_EXT_TRANSPOSE(tr_avx512_f64, double, 8)
 RNN_EXT_AVX2 RNN_EXT_TRANSPOSE(tr_avx2_f32, float, 8)
 RNN_EXT_AVX2 RNN_EXT_TRANSPOSE(tr_avx2_f64, double, 4)
 #endif
-void fwd_generic_f32(const Forward& f, int t, int n) { forward_any<float, 4, 16>(f, t, n); }
-void fwd_generic_f64(const Forward& f, int t, int n) { forward_any<double, 2, 16>(f, t, n); }
-void bwd_generic_f32(const Backward& b, int t, int n, StepsDone* d) {
-  backward_any<float, 4, 16>(b, t, n, d);
+void fwd_generic_f32(const Forward& f, int t, int n, StepQueues* q) {
+  forward_any<float, 4, 16>(f, t, n, q);
+}
+void fwd_generic_f64(const Forward& f, int t, int n, StepQueues* q) {
+  forward_any<double, 2, 16>(f, t, n, q);
+}
+void bwd_generic_f32(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
+  backward_any<float, 4, 16>(b, t, n, d, q);
 }
 void ov_generic_f32(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
                                  void* acc) {
   weight_grads_overlapped<float, 4, 16>(b, w, nw, o, t, static_cast<float*>(acc));
 }
-void bwd_generic_f64(const Backward& b, int t, int n, StepsDone* d) {
-  backward_any<double, 2, 16>(b, t, n, d);
+void bwd_generic_f64(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
+  backward_any<double, 2, 16>(b, t, n, d, q);
 }
 void ov_generic_f64(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
                                  void* acc) {
@@ -971,7 +1034,8 @@ void forward(const Forward& f) {
   const int64_t blocks = ceil_div(f.H, forward_units(f.cell, W));
   const int nt = team_size(f.threads, kMinForwardCyclesPerThread, blocks, f.B, f.H, nv, tile_rows_here(nv));
   const ForwardFn fn = forward_fn(f.is_double);
-  run_team(nt, [&](int tid, int n) { fn(f, tid, n); });
+  StepQueues queues(nt);
+  run_team(nt, [&](int tid, int n) { fn(f, tid, n, n > 1 ? &queues : nullptr); });
 }
 
 void backward(const Backward& b) {
@@ -983,7 +1047,8 @@ void backward(const Backward& b) {
   const int nt = team_size(b.threads, kMinBackwardCyclesPerThread, blocks, b.B, G, kBackwardNv,
                            tile_rows_here(kBackwardNv));
   const BackwardFn fn = backward_fn(b.is_double);
-  run_team(nt, [&](int tid, int n) { fn(b, tid, n, nullptr); });
+  StepQueues queues(nt);
+  run_team(nt, [&](int tid, int n) { fn(b, tid, n, nullptr, n > 1 ? &queues : nullptr); });
 }
 
 void backward_and_weight_grads(const Backward& b, const WeightGrad* w_in, int64_t n) {
@@ -1021,12 +1086,12 @@ void backward_and_weight_grads(const Backward& b, const WeightGrad* w_in, int64_
   Overlap ov;
   run_team(2, [&](int tid, int team) {
     if (team < 2) {  // the runtime gave one thread: one after the other
-      bwd(b, 0, 1, nullptr);
+      bwd(b, 0, 1, nullptr, nullptr);
       for (const WeightGrad& x : w) weight_grad_fn(b.is_double)(x, 0, 1);
       return;
     }
     if (tid == 0) {
-      bwd(b, 0, 1, &ov.steps_done);
+      bwd(b, 0, 1, &ov.steps_done, nullptr);
       ov.recurrence_done.store(true, std::memory_order_release);
     }
     ov_fn(b, w.data(), n, ov, tid, acc_p);
