@@ -869,87 +869,34 @@ using BackwardFn = void (*)(const Backward&, int, int, StepsDone*, StepQueues*);
 using OverlapFn = void (*)(const Backward&, const WeightGrad*, int64_t, Overlap&, int, void*);
 using WeightGradFn = void (*)(const WeightGrad&, int, int);
 using TransposeFn = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, void*, int64_t);
-#define RNN_EXT_TRANSPOSE(name, T, W)                                                                   \
-  void name(const void* s, int64_t r0, int64_t r1, int64_t c, int64_t lds, void* d, int64_t ldd) { \
-    transpose_rows<T, W>(static_cast<const T*>(s), r0, r1, c, lds, static_cast<T*>(d), ldd);      \
+// The entry points of one instruction set and dtype (T, vector lanes W,
+// vector registers REGS), which the dispatch below picks from.
+#define RNN_EXT_ENTRY_POINTS(ATTR, SUFFIX, T, W, REGS)                                                     \
+  ATTR void fwd_##SUFFIX(const Forward& f, int t, int n, StepQueues* q) {                                  \
+    forward_any<T, W, REGS>(f, t, n, q);                                                                    \
+  }                                                                                                         \
+  ATTR void bwd_##SUFFIX(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {                   \
+    backward_any<T, W, REGS>(b, t, n, d, q);                                                                \
+  }                                                                                                         \
+  ATTR void ov_##SUFFIX(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t, void* acc) { \
+    weight_grads_overlapped<T, W, REGS>(b, w, nw, o, t, static_cast<T*>(acc));                             \
+  }                                                                                                         \
+  ATTR void wg_##SUFFIX(const WeightGrad& w, int t, int n) { weight_grad_thread<T, W, REGS>(w, t, n); }     \
+  ATTR void tr_##SUFFIX(const void* s, int64_t r0, int64_t r1, int64_t c, int64_t lds, void* d,           \
+                        int64_t ldd) {                                                                      \
+    transpose_rows<T, W>(static_cast<const T*>(s), r0, r1, c, lds, static_cast<T*>(d), ldd);               \
   }
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RNN_EXT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2")))
 #define RNN_EXT_AVX2 __attribute__((target("avx2,fma,bmi2")))
-RNN_EXT_AVX512 void fwd_avx512_f32(const Forward& f, int t, int n, StepQueues* q) {
-  forward_any<float, 16, 32>(f, t, n, q);
-}
-RNN_EXT_AVX512 void fwd_avx512_f64(const Forward& f, int t, int n, StepQueues* q) {
-  forward_any<double, 8, 32>(f, t, n, q);
-}
-RNN_EXT_AVX2 void fwd_avx2_f32(const Forward& f, int t, int n, StepQueues* q) {
-  forward_any<float, 8, 16>(f, t, n, q);
-}
-RNN_EXT_AVX2 void fwd_avx2_f64(const Forward& f, int t, int n, StepQueues* q) {
-  forward_any<double, 4, 16>(f, t, n, q);
-}
-RNN_EXT_AVX512 void bwd_avx512_f32(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
-  backward_any<float, 16, 32>(b, t, n, d, q);
-}
-RNN_EXT_AVX512 void ov_avx512_f32(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
-                                 void* acc) {
-  weight_grads_overlapped<float, 16, 32>(b, w, nw, o, t, static_cast<float*>(acc));
-}
-RNN_EXT_AVX512 void bwd_avx512_f64(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
-  backward_any<double, 8, 32>(b, t, n, d, q);
-}
-RNN_EXT_AVX512 void ov_avx512_f64(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
-                                 void* acc) {
-  weight_grads_overlapped<double, 8, 32>(b, w, nw, o, t, static_cast<double*>(acc));
-}
-RNN_EXT_AVX2 void bwd_avx2_f32(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
-  backward_any<float, 8, 16>(b, t, n, d, q);
-}
-RNN_EXT_AVX2 void ov_avx2_f32(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
-                                 void* acc) {
-  weight_grads_overlapped<float, 8, 16>(b, w, nw, o, t, static_cast<float*>(acc));
-}
-RNN_EXT_AVX2 void bwd_avx2_f64(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
-  backward_any<double, 4, 16>(b, t, n, d, q);
-}
-RNN_EXT_AVX2 void ov_avx2_f64(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
-                                 void* acc) {
-  weight_grads_overlapped<double, 4, 16>(b, w, nw, o, t, static_cast<double*>(acc));
-}
-RNN_EXT_AVX512 void wg_avx512_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 16, 32>(w, t, n); }
-RNN_EXT_AVX512 void wg_avx512_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 8, 32>(w, t, n); }
-RNN_EXT_AVX2 void wg_avx2_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 8, 16>(w, t, n); }
-RNN_EXT_AVX2 void wg_avx2_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 4, 16>(w, t, n); }
-RNN_EXT_AVX512 RNN_EXT_TRANSPOSE(tr_avx512_f32, float, 16)
-RNN_EXT_AVX512 RNN_EXT_TRANSPOSE(tr_avx512_f64, double, 8)
-RNN_EXT_AVX2 RNN_EXT_TRANSPOSE(tr_avx2_f32, float, 8)
-RNN_EXT_AVX2 RNN_EXT_TRANSPOSE(tr_avx2_f64, double, 4)
+RNN_EXT_ENTRY_POINTS(RNN_EXT_AVX512, avx512_f32, float, 16, 32)
+RNN_EXT_ENTRY_POINTS(RNN_EXT_AVX512, avx512_f64, double, 8, 32)
+RNN_EXT_ENTRY_POINTS(RNN_EXT_AVX2, avx2_f32, float, 8, 16)
+RNN_EXT_ENTRY_POINTS(RNN_EXT_AVX2, avx2_f64, double, 4, 16)
 #endif
-void fwd_generic_f32(const Forward& f, int t, int n, StepQueues* q) {
-  forward_any<float, 4, 16>(f, t, n, q);
-}
-void fwd_generic_f64(const Forward& f, int t, int n, StepQueues* q) {
-  forward_any<double, 2, 16>(f, t, n, q);
-}
-void bwd_generic_f32(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
-  backward_any<float, 4, 16>(b, t, n, d, q);
-}
-void ov_generic_f32(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
-                                 void* acc) {
-  weight_grads_overlapped<float, 4, 16>(b, w, nw, o, t, static_cast<float*>(acc));
-}
-void bwd_generic_f64(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {
-  backward_any<double, 2, 16>(b, t, n, d, q);
-}
-void ov_generic_f64(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t,
-                                 void* acc) {
-  weight_grads_overlapped<double, 2, 16>(b, w, nw, o, t, static_cast<double*>(acc));
-}
-void wg_generic_f32(const WeightGrad& w, int t, int n) { weight_grad_thread<float, 4, 16>(w, t, n); }
-void wg_generic_f64(const WeightGrad& w, int t, int n) { weight_grad_thread<double, 2, 16>(w, t, n); }
-RNN_EXT_TRANSPOSE(tr_generic_f32, float, 4)
-RNN_EXT_TRANSPOSE(tr_generic_f64, double, 2)
+RNN_EXT_ENTRY_POINTS(, generic_f32, float, 4, 16)
+RNN_EXT_ENTRY_POINTS(, generic_f64, double, 2, 16)
 
 ForwardFn forward_fn(bool is_double) {
 #if defined(__x86_64__) && defined(__GNUC__)
