@@ -789,9 +789,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   }
   Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
   Tensor dw_ih, dw_hh, db_ih, db_hh;
-  if (fuse || fused_weight_grad_ok(dg_ih)) {
-    WeightGrads g_ih = wg[0].result(), g_hh = wg[1].result();
-    if (!fuse) {
+  if (fused_weight_grad_ok(dg_ih)) {  // always so on the fused path, which summed them already
+    WeightGrads g_ih, g_hh;
+    if (fuse) {
+      g_ih = wg[0].result();
+      g_hh = wg[1].result();
+    } else {
       Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
       transpose_into(x2d, x_t);
       transpose_into(h_prev, h_t);  // the stepwise path built it already

@@ -762,8 +762,8 @@ RNN_EXT_INLINE void spin_pause() {
 }
 
 template <typename T, int64_t W, int64_t Regs>
-RNN_EXT_INLINE void weight_grads_overlapped(const Backward& bw, const WeightGrad* wgs, int64_t n_wg, Overlap& ov, int tid,
-                                            T* acc) {
+RNN_EXT_INLINE void weight_grads_overlapped(const Backward& bw, const WeightGrad* wgs, int64_t n_wg, Overlap& ov,
+                                            int tid, T* acc) {
   using Kernel = WeightGradKernel<T, W, Regs>;
   std::vector<std::unique_ptr<Kernel>> kerns;
   struct Pair {
@@ -870,6 +870,13 @@ using BackwardFn = void (*)(const Backward&, int, int, StepsDone*, StepQueues*);
 using OverlapFn = void (*)(const Backward&, const WeightGrad*, int64_t, Overlap&, int, void*);
 using WeightGradFn = void (*)(const WeightGrad&, int, int);
 using TransposeFn = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, void*, int64_t);
+struct EntryPoints {  // of one instruction set and dtype
+  ForwardFn fwd;
+  BackwardFn bwd;
+  OverlapFn ov;
+  WeightGradFn wg;
+  TransposeFn tr;
+};
 // The entry points of one instruction set and dtype (T, vector lanes W,
 // vector registers REGS), which the dispatch below picks from.
 #define RNN_EXT_ENTRY_POINTS(ATTR, SUFFIX, T, W, REGS)                                                     \
@@ -886,7 +893,8 @@ using TransposeFn = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, vo
   ATTR void tr_##SUFFIX(const void* s, int64_t r0, int64_t r1, int64_t c, int64_t lds, void* d,           \
                         int64_t ldd) {                                                                      \
     transpose_rows<T, W>(static_cast<const T*>(s), r0, r1, c, lds, static_cast<T*>(d), ldd);               \
-  }
+  }                                                                                                         \
+  constexpr EntryPoints ep_##SUFFIX{fwd_##SUFFIX, bwd_##SUFFIX, ov_##SUFFIX, wg_##SUFFIX, tr_##SUFFIX};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RNN_EXT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2")))
@@ -899,40 +907,13 @@ RNN_EXT_ENTRY_POINTS(RNN_EXT_AVX2, avx2_f64, double, 4, 16)
 RNN_EXT_ENTRY_POINTS(, generic_f32, float, 4, 16)
 RNN_EXT_ENTRY_POINTS(, generic_f64, double, 2, 16)
 
-ForwardFn forward_fn(bool is_double) {
+// What the CPU runs: the widest instruction set it has (or RNN_EXT_CPU_ISA allows).
+const EntryPoints& entry_points(bool is_double) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (isa() == Isa::kAvx512) return is_double ? fwd_avx512_f64 : fwd_avx512_f32;
-  if (isa() == Isa::kAvx2) return is_double ? fwd_avx2_f64 : fwd_avx2_f32;
+  if (isa() == Isa::kAvx512) return is_double ? ep_avx512_f64 : ep_avx512_f32;
+  if (isa() == Isa::kAvx2) return is_double ? ep_avx2_f64 : ep_avx2_f32;
 #endif
-  return is_double ? fwd_generic_f64 : fwd_generic_f32;
-}
-BackwardFn backward_fn(bool is_double) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (isa() == Isa::kAvx512) return is_double ? bwd_avx512_f64 : bwd_avx512_f32;
-  if (isa() == Isa::kAvx2) return is_double ? bwd_avx2_f64 : bwd_avx2_f32;
-#endif
-  return is_double ? bwd_generic_f64 : bwd_generic_f32;
-}
-OverlapFn overlap_fn(bool is_double) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (isa() == Isa::kAvx512) return is_double ? ov_avx512_f64 : ov_avx512_f32;
-  if (isa() == Isa::kAvx2) return is_double ? ov_avx2_f64 : ov_avx2_f32;
-#endif
-  return is_double ? ov_generic_f64 : ov_generic_f32;
-}
-WeightGradFn weight_grad_fn(bool is_double) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (isa() == Isa::kAvx512) return is_double ? wg_avx512_f64 : wg_avx512_f32;
-  if (isa() == Isa::kAvx2) return is_double ? wg_avx2_f64 : wg_avx2_f32;
-#endif
-  return is_double ? wg_generic_f64 : wg_generic_f32;
-}
-TransposeFn transpose_fn(bool is_double) {
-#if defined(__x86_64__) && defined(__GNUC__)
-  if (isa() == Isa::kAvx512) return is_double ? tr_avx512_f64 : tr_avx512_f32;
-  if (isa() == Isa::kAvx2) return is_double ? tr_avx2_f64 : tr_avx2_f32;
-#endif
-  return is_double ? tr_generic_f64 : tr_generic_f32;
+  return is_double ? ep_generic_f64 : ep_generic_f32;
 }
 
 // Threads for one op call. A thread must get enough work per step to pay for
@@ -981,7 +962,7 @@ void forward(const Forward& f) {
   const int64_t nv = forward_nv(f.cell);
   const int64_t blocks = ceil_div(f.H, forward_units(f.cell, W));
   const int nt = team_size(f.threads, kMinForwardCyclesPerThread, blocks, f.B, f.H, nv, tile_rows_here(nv));
-  const ForwardFn fn = forward_fn(f.is_double);
+  const ForwardFn fn = entry_points(f.is_double).fwd;
   StepQueues queues(nt);
   run_team(nt, [&](int tid, int n) { fn(f, tid, n, n > 1 ? &queues : nullptr); });
 }
@@ -994,7 +975,7 @@ void backward(const Backward& b) {
   // B=32 15% faster).
   const int nt = team_size(b.threads, kMinBackwardCyclesPerThread, blocks, b.B, G, kBackwardNv,
                            tile_rows_here(kBackwardNv));
-  const BackwardFn fn = backward_fn(b.is_double);
+  const BackwardFn fn = entry_points(b.is_double).bwd;
   StepQueues queues(nt);
   run_team(nt, [&](int tid, int n) { fn(b, tid, n, nullptr, n > 1 ? &queues : nullptr); });
 }
@@ -1030,20 +1011,19 @@ void backward_and_weight_grads(const Backward& b, const WeightGrad* w_in, int64_
   // (not zeroed: the first chunk of each block overwrites its accumulator)
   const std::unique_ptr<char[]> acc(new char[static_cast<size_t>(acc_bytes) + 64]);
   void* acc_p = acc.get() + (64 - reinterpret_cast<uintptr_t>(acc.get()) % 64) % 64;
-  const BackwardFn bwd = backward_fn(b.is_double);
-  const OverlapFn ov_fn = overlap_fn(b.is_double);
+  const EntryPoints& ep = entry_points(b.is_double);
   Overlap ov;
   run_team(2, [&](int tid, int team) {
     if (team < 2) {  // the runtime gave one thread: one after the other
-      bwd(b, 0, 1, nullptr, nullptr);
-      for (const WeightGrad& x : w) weight_grad_fn(b.is_double)(x, 0, 1);
+      ep.bwd(b, 0, 1, nullptr, nullptr);
+      for (const WeightGrad& x : w) ep.wg(x, 0, 1);
       return;
     }
     if (tid == 0) {
-      bwd(b, 0, 1, &ov.steps_done, nullptr);
+      ep.bwd(b, 0, 1, &ov.steps_done, nullptr);
       ov.recurrence_done.store(true, std::memory_order_release);
     }
-    ov_fn(b, w.data(), n, ov, tid, acc_p);
+    ep.ov(b, w.data(), n, ov, tid, acc_p);
   });
 }
 
@@ -1060,7 +1040,7 @@ void weight_grad(const WeightGrad& w) {
   // One product, not a step: K rows of N each per block of gates.
   const int nt = team_size(w.threads, kMinForwardCyclesPerThread, blocks, K, N, kBackwardNv,
                            tile_rows_here(kBackwardNv));
-  const WeightGradFn fn = weight_grad_fn(w.is_double);
+  const WeightGradFn fn = entry_points(w.is_double).wg;
   run_team(nt, [&](int tid, int n) { fn(w, tid, n); });
 }
 
@@ -1069,7 +1049,7 @@ void transpose(bool is_double, const void* src, int64_t rows, int64_t cols, int6
   // Rows split in multiples of 16 among the threads (each writes its own columns of dst).
   const int64_t tiles = ceil_div(rows, 16);
   const int nt = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({threads, tiles, rows * cols / 65536 + 1})));
-  const TransposeFn fn = transpose_fn(is_double);
+  const TransposeFn fn = entry_points(is_double).tr;
   run_team(nt, [&](int tid, int n) {
     const int64_t r0 = std::min(rows, tiles * tid / n * 16), r1 = std::min(rows, tiles * (tid + 1) / n * 16);
     fn(src, r0, r1, cols, lds, dst, ldd);
