@@ -142,6 +142,35 @@ def test_fused_float32_accuracy_and_thread_count_invariance(cell, shape):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_blocks_taken_by_other_threads_change_no_bits(monkeypatch, cell):
+    """The fused kernels hand each block of hidden units to whichever thread is free (the step
+    queues in csrc/cpu/fused_cpu.cpp); with a slow core that happens only now and then. With
+    RNN_EXT_CPU_OTHERS_FIRST=1 every thread starts each step on another thread's blocks, so
+    blocks change threads at every step, forward and backward: what the kernels compute must
+    stay bitwise what one thread computes. Sequences of different lengths, both directions."""
+    T, B, I, H, _, _ = THREAD_SHAPES["two-thread-backward"]
+    ext, _ = make_pair(cell, I, H, 1, True, True, dtype=torch.float32)
+    x, hx = random_inputs(cell, T, B, I, H, 2, 1, dtype=torch.float32)
+    lengths = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(3))
+    lengths[0] = T
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = outputs_and_grads(ext, x, hx, lengths)
+        torch.set_num_threads(2)
+        monkeypatch.setenv("RNN_EXT_CPU_OTHERS_FIRST", "1")
+        moved = outputs_and_grads(ext, x, hx, lengths)
+    finally:
+        torch.set_num_threads(old)
+    n_states = 2 if cell == "LSTM" else 1
+    for i, (a, b) in enumerate(zip(one, moved)):
+        if i == 1 + n_states:  # dx: a oneDNN/MKL GEMM, split by thread count
+            assert (a - b).abs().max() <= 1e-5 * b.abs().max(), i
+        else:
+            assert torch.equal(a, b), i
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("gemm", ["default", "blas"])
 def test_float32_gemm_routes_match_nn(monkeypatch, cell, gemm):
     """The large float32 products (X W_ih^T, dX) go through oneDNN's matmul when torch has it

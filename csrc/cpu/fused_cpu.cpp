@@ -309,16 +309,21 @@ struct Slice {
 // thread computes a block does not change its bits. Two sets of counters, one
 // per step parity, so that a thread can set the next step's while the others
 // still take from this one's.
+//
+// RNN_EXT_CPU_OTHERS_FIRST=1 (read per op call; for tests) makes each thread
+// start on the next thread's range and come to its own last, so that blocks
+// change hands at every step whatever the timing: the path a slow core
+// takes only now and then, run on purpose.
 class StepQueues {
  public:
-  explicit StepQueues(int nt) : nt_(nt), next_(static_cast<size_t>(2 * nt)) {}
+  explicit StepQueues(int nt) : nt_(nt), first_(others_first() ? 1 : 0), next_(static_cast<size_t>(2 * nt)) {}
   // Thread tid's range starts at b0 at step k.
   void reset(int64_t k, int tid, int64_t b0) { at(k, tid).store(b0, std::memory_order_relaxed); }
   // body(b) for every block of step k, on the threads that call this.
   template <typename F>
   RNN_EXT_INLINE void run(int64_t k, int tid, int nt, int64_t blocks, const F& body) {
     for (int64_t i = 0; i < nt; ++i) {
-      const int64_t owner = (tid + i) % nt;
+      const int64_t owner = (tid + first_ + i) % nt;
       const Slice r(blocks, owner, nt);
       for (int64_t b; (b = at(k, owner).fetch_add(1, std::memory_order_relaxed)) < r.b1;) body(b);
     }
@@ -329,7 +334,11 @@ class StepQueues {
     std::atomic<int64_t> v{0};
   };
   std::atomic<int64_t>& at(int64_t k, int64_t tid) { return next_[static_cast<size_t>((k & 1) * nt_ + tid)].v; }
-  int64_t nt_;
+  static bool others_first() {
+    const char* env = std::getenv("RNN_EXT_CPU_OTHERS_FIRST");
+    return env && env[0] == '1';
+  }
+  int64_t nt_, first_;
   std::vector<Counter> next_;
 };
 
