@@ -125,6 +125,16 @@ struct Kernels {
   void* stream;
 };
 
+#ifdef RNN_EXT_WITH_CUDA
+// RNN_EXT_CUDA_PATH=persistent (read per call) runs CUDA LSTM forwards that fit
+// through the single-launch kernel (csrc/cuda/persistent_lstm.cu); anything
+// else keeps the GEMM path. Opt-in until it has run on a GPU.
+bool cuda_persistent_requested() {
+  const char* env = std::getenv("RNN_EXT_CUDA_PATH");
+  return env && std::string(env) == "persistent";
+}
+#endif
+
 Kernels kernels_for(const Tensor& x) {
   if (x.is_cpu()) {
     return {lstm_forward_step_cpu, lstm_backward_step_cpu, gru_forward_step_cpu,
@@ -513,6 +523,33 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const Kernels k = kernels_for(input);
 
   Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, 4H), all steps at once
+#ifdef RNN_EXT_WITH_CUDA
+  if (!proj && input.is_cuda() && !s.packed && s.T > 0 && B > 0 && dtype != at::kDouble && cuda_persistent_requested()) {
+    Tensor y = at::empty({s.N, H}, input.options());
+    Tensor c_state = c0.to(acc).contiguous().clone();
+    Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
+    const Tensor h0c = h0.contiguous(), w_hh_c = w_hh.contiguous();
+    LstmSequenceForward a{};
+    a.dtype = to_dtype(dtype);
+    a.T = s.T;
+    a.B = B;
+    a.hidden = H;
+    a.reverse = reverse;
+    a.x_gates = x_gates.data_ptr();
+    a.b_ih = opt_ptr(b_ih);
+    a.b_hh = opt_ptr(b_hh);
+    a.w_hh = w_hh_c.data_ptr();
+    a.h0 = h0c.data_ptr();
+    a.c_state = c_state.data_ptr();
+    a.y = y.data_ptr();
+    a.workspace = need_grad ? ws.data_ptr() : nullptr;
+    a.stream = k.stream;
+    if (lstm_sequence_forward_cuda(a)) {
+      const int64_t last = reverse ? 0 : s.T - 1;  // the time index processed last
+      return {y.view(out_shape(input, H)), y.narrow(0, last * B, B).clone(), c_state.to(dtype), ws};
+    }
+  }
+#endif
   Tensor y = at::empty({s.N, Hout}, input.options());
   Tensor h_state = h0.contiguous().clone();
   Tensor c_state = c0.to(acc).contiguous().clone();

@@ -116,6 +116,29 @@ void rnn_forward_step_cpu(const RnnForwardStep& s);
 void rnn_backward_step_cpu(const RnnBackwardStep& s);
 
 void lstm_forward_step_cuda(const LstmForwardStep& s);
+
+// ---------------------------------------------------------------- LSTM, whole sequence
+// A whole layer-direction forward in one launch (csrc/cuda/persistent_lstm.cu):
+// no projection, every step with all B rows (not packed), float/half/bfloat16.
+// Step k runs time t = reverse ? T-1-k : k, whose rows are t*B .. t*B+B-1.
+struct LstmSequenceForward {
+  DType dtype;
+  int64_t T, B, hidden;
+  bool reverse;
+  const void* x_gates;  // scalar (T*B, 4H): X @ W_ih^T
+  const void* b_ih;     // scalar (4H) or null
+  const void* b_hh;     // scalar (4H) or null
+  const void* w_hh;     // scalar (4H, H), dense
+  const void* h0;       // scalar (B, H)
+  void* c_state;        // acc (B, H): c0 in, c_T out
+  void* y;              // scalar (T*B, H): h_t
+  void* workspace;      // acc (T*B, 5H) or null: [i f g o | c_t], as LstmForwardStep's
+  void* stream;
+};
+// Runs it and returns true, or returns false without launching anything when
+// the shape does not fit (W_hh's share per block over the shared memory, or more
+// hidden units than 32 per block on every multiprocessor).
+bool lstm_sequence_forward_cuda(const LstmSequenceForward& s);
 void lstm_backward_step_cuda(const LstmBackwardStep& s);
 void gru_forward_step_cuda(const GruForwardStep& s);
 void gru_backward_step_cuda(const GruBackwardStep& s);

@@ -1,0 +1,222 @@
+// Persistent LSTM forward: one launch for a whole layer-direction (see
+// LstmSequenceForward in common/cell_steps.h), instead of a GEMM and a
+// pointwise kernel per step.
+//
+// Block b owns U hidden units j0 .. j0+U-1 across the four gates. It copies
+// their 4U rows of W_hh into shared memory once and keeps them for every step,
+// so the cell update of its units needs nothing from other blocks but h_{t-1}.
+// Warp u computes unit j0+u for a chunk of batch rows: each lane sums a stride
+// of K for the four gates of every row of the chunk (h_{t-1} staged in shared
+// memory as float), the lanes' sums are combined by a butterfly of shuffles
+// (a fixed order: the result does not depend on timing), and lane r applies
+// the gate math to row r. The blocks then meet at a grid barrier (cooperative
+// launch, so that every block is resident) and read the h_t that all of them
+// wrote through L2 (__ldcg: never a stale L1 line).
+//
+// Accumulation and cell state in float32, whatever the storage type. No
+// tensor cores yet, and no double (the GEMM path serves double).
+//
+// Light on purpose: CUDA headers and the plain-C++ contract only.
+#include "common/cell_steps.h"
+
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace rnn_ext {
+namespace {
+
+namespace cg = cooperative_groups;
+
+constexpr int64_t kRowsPerPass = 8;   // batch rows per pass: 4 * 8 accumulators per lane
+constexpr int64_t kMaxUnits = 32;     // units per block, one warp each: at most 1024 threads
+constexpr unsigned kFullMask = 0xffffffffu;
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+// h_{t-1}, written by other blocks during this launch: read from L2.
+__device__ __forceinline__ float load_l2(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ float load_l2(const __half* p) {
+  return __half2float(__ushort_as_half(__ldcg(reinterpret_cast<const unsigned short*>(p))));
+}
+__device__ __forceinline__ float load_l2(const __nv_bfloat16* p) {
+  return __bfloat162float(__ushort_as_bfloat16(__ldcg(reinterpret_cast<const unsigned short*>(p))));
+}
+
+template <typename T>
+__device__ __forceinline__ float load_opt(const void* p, int64_t i) {
+  return p ? to_f(static_cast<const T*>(p)[i]) : 0.0f;
+}
+
+__device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Dynamic shared memory: W_hh's rows of this block (4U x H, storage type),
+// then the chunk of h_{t-1} (kRowsPerPass x H, float), 16-byte aligned.
+__host__ __device__ inline int64_t weight_bytes(int64_t U, int64_t H, int64_t elem) {
+  return (4 * U * H * elem + 15) / 16 * 16;
+}
+__host__ __device__ inline int64_t smem_bytes(int64_t U, int64_t H, int64_t elem) {
+  return weight_bytes(U, H, elem) + kRowsPerPass * H * static_cast<int64_t>(sizeof(float));
+}
+
+template <typename T>
+__global__ void lstm_persistent_forward_kernel(LstmSequenceForward s, int64_t U) {
+  extern __shared__ float4 smem_f4[];
+  char* smem = reinterpret_cast<char*>(smem_f4);
+  const int64_t H = s.hidden, B = s.B, G = 4 * H;
+  T* w_sm = reinterpret_cast<T*>(smem);
+  float* h_sm = reinterpret_cast<float*>(smem + weight_bytes(U, H, sizeof(T)));
+  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
+  const int64_t units = H - j0 < U ? H - j0 : U;  // the last block may own fewer
+  const int64_t tid = threadIdx.x, nthreads = blockDim.x;
+  const int64_t warp = tid / 32, lane = tid % 32;
+
+  const T* w_hh = static_cast<const T*>(s.w_hh);
+  for (int64_t e = tid; e < 4 * U * H; e += nthreads) {
+    const int64_t r = e / H, k = e % H, gate = r / U, u = r % U;
+    w_sm[e] = u < units ? w_hh[(gate * H + j0 + u) * H + k] : from_f<T>(0.0f);
+  }
+
+  const T* xg = static_cast<const T*>(s.x_gates);
+  const T* h0 = static_cast<const T*>(s.h0);
+  T* y = static_cast<T*>(s.y);
+  float* c_state = static_cast<float*>(s.c_state);
+  float* ws = static_cast<float*>(s.workspace);
+  cg::grid_group grid = cg::this_grid();
+
+  for (int64_t step = 0; step < s.T; ++step) {
+    const int64_t t = s.reverse ? s.T - 1 - step : step;
+    const T* h_prev = step == 0 ? h0 : y + (s.reverse ? t + 1 : t - 1) * B * H;
+    for (int64_t b0 = 0; b0 < B; b0 += kRowsPerPass) {
+      const int64_t nb = B - b0 < kRowsPerPass ? B - b0 : kRowsPerPass;
+      __syncthreads();  // the previous pass is done with h_sm (and W is in place)
+      for (int64_t e = tid; e < kRowsPerPass * H; e += nthreads)
+        h_sm[e] = e < nb * H ? load_l2(h_prev + b0 * H + e) : 0.0f;
+      __syncthreads();
+      if (warp < units) {
+        const int64_t u = warp, j = j0 + u;
+        float acc[kRowsPerPass][4];
+#pragma unroll
+        for (int64_t r = 0; r < kRowsPerPass; ++r)
+#pragma unroll
+          for (int64_t g = 0; g < 4; ++g) acc[r][g] = 0.0f;
+        const T* w0 = w_sm + u * H;
+        for (int64_t k = lane; k < H; k += 32) {
+          float w[4];
+#pragma unroll
+          for (int64_t g = 0; g < 4; ++g) w[g] = to_f(w0[g * U * H + k]);
+#pragma unroll
+          for (int64_t r = 0; r < kRowsPerPass; ++r) {
+            const float hv = h_sm[r * H + k];
+#pragma unroll
+            for (int64_t g = 0; g < 4; ++g) acc[r][g] = fmaf(w[g], hv, acc[r][g]);
+          }
+        }
+#pragma unroll
+        for (int64_t r = 0; r < kRowsPerPass; ++r)
+#pragma unroll
+          for (int64_t g = 0; g < 4; ++g)
+#pragma unroll
+            for (int64_t m = 16; m > 0; m /= 2) acc[r][g] += __shfl_xor_sync(kFullMask, acc[r][g], m);
+#pragma unroll
+        for (int64_t r = 0; r < kRowsPerPass; ++r) {
+          if (lane == r && r < nb) {
+            const int64_t b = b0 + r, row = t * B + b;
+            float act[4];
+#pragma unroll
+            for (int64_t g = 0; g < 4; ++g) {
+              const int64_t col = g * H + j;
+              const float pre = to_f(xg[row * G + col]) + acc[r][g] + load_opt<T>(s.b_ih, col) +
+                                load_opt<T>(s.b_hh, col);
+              act[g] = g == 2 ? tanhf(pre) : sigmoid_f(pre);
+            }
+            const float c = act[1] * c_state[b * H + j] + act[0] * act[2];
+            c_state[b * H + j] = c;
+            y[row * H + j] = from_f<T>(act[3] * tanhf(c));
+            if (ws) {
+#pragma unroll
+              for (int64_t g = 0; g < 4; ++g) ws[row * 5 * H + g * H + j] = act[g];
+              ws[row * 5 * H + 4 * H + j] = c;
+            }
+          }
+        }
+      }
+    }
+    grid.sync();  // h_t of every unit written before any block reads it
+  }
+}
+
+template <typename T>
+bool launch_persistent(const LstmSequenceForward& s) {
+  const int64_t H = s.hidden;
+  int device = 0, sms = 0, smem_optin = 0, cooperative = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
+    cudaGetLastError();  // clear it: the GEMM path runs instead
+    return false;
+  }
+  if (!cooperative || sms <= 0) return false;
+  // Not inside CUDA-graph capture (torch.compile's reduce-overhead mode): the
+  // GEMM path is known to capture; a cooperative launch is not relied on there.
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(s.stream), &capture) != cudaSuccess ||
+      capture != cudaStreamCaptureStatusNone) {
+    cudaGetLastError();
+    return false;
+  }
+  const int64_t U = (H + sms - 1) / sms;  // units per block: one block per multiprocessor at most
+  if (U > kMaxUnits) return false;
+  const int64_t blocks = (H + U - 1) / U, threads = 32 * U;
+  const int64_t smem = smem_bytes(U, H, sizeof(T));
+  if (smem > smem_optin) return false;
+  auto kernel = &lstm_persistent_forward_kernel<T>;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  int per_sm = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(threads),
+                                                    static_cast<size_t>(smem)) != cudaSuccess ||
+      static_cast<int64_t>(per_sm) * sms < blocks) {
+    cudaGetLastError();
+    return false;
+  }
+  LstmSequenceForward args = s;
+  int64_t units = U;
+  void* params[] = {&args, &units};
+  const cudaError_t err = cudaLaunchCooperativeKernel(
+      reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
+      params, static_cast<size_t>(smem), static_cast<cudaStream_t>(s.stream));
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("lstm_sequence_forward_cuda: cooperative launch failed: ") +
+                             cudaGetErrorString(err));
+  return true;
+}
+
+}  // namespace
+
+bool lstm_sequence_forward_cuda(const LstmSequenceForward& s) {
+  if (s.T <= 0 || s.B <= 0 || s.hidden <= 0) return false;
+  switch (s.dtype) {
+    case DType::kFloat: return launch_persistent<float>(s);
+    case DType::kHalf: return launch_persistent<__half>(s);
+    case DType::kBFloat16: return launch_persistent<__nv_bfloat16>(s);
+    default: return false;
+  }
+}
+
+}  // namespace rnn_ext

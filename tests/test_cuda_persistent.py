@@ -1,0 +1,83 @@
+"""The single-launch CUDA LSTM forward (csrc/cuda/persistent_lstm.cu), opt-in through
+RNN_EXT_CUDA_PATH=persistent: outputs, final states and every gradient (the backward runs
+the GEMM path on the workspace the persistent kernel wrote) against torch.nn in float64;
+the profiler shows that the kernel ran; shapes it does not serve fall back to the GEMM path.
+GPU only: every test here carries the cuda mark (skipped without a GPU)."""
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+import rnn_ext
+
+pytestmark = pytest.mark.cuda
+
+# (T, B, I, H): one unit per block and a partial batch pass; several units per block,
+# three batch passes and a last block with fewer units
+SHAPES = [(7, 3, 5, 20), (5, 19, 16, 300)]
+
+
+def persistent_ran(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return any("lstm_persistent_forward" in e.name for e in prof.events())
+
+
+def run(module, x, hx):
+    """Output, h_n, c_n and the gradients of x, hx and the parameters for a fixed random loss."""
+    out, (h, c) = module(x, hx)
+    gen = torch.Generator().manual_seed(2)
+    loss = sum((t.double() * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device)).sum()
+               for t in (out, h, c))
+    grads = torch.autograd.grad(loss, [x, *hx, *module.parameters()])
+    return [t.detach().double().cpu() for t in (out, h, c, *grads)]
+
+
+def max_errors(got, want):
+    return [((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item() for g, w in zip(got, want)]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_persistent_forward_matches_nn(monkeypatch, dtype, shape, bidirectional):
+    T, B, I, H = shape
+    torch.manual_seed(0)
+    ext = rnn_ext.LSTM(I, H, bidirectional=bidirectional)
+    ref = nn.LSTM(I, H, bidirectional=bidirectional).double()
+    ref.load_state_dict(ext.state_dict())
+    D = 2 if bidirectional else 1
+    x = torch.randn(T, B, I)
+    hx = (torch.randn(D, B, H), torch.randn(D, B, H))
+    leaves = lambda dev, dt: (x.to(dev, dt).requires_grad_(), tuple(h.to(dev, dt).requires_grad_() for h in hx))
+    want = run(ref, *leaves("cpu", torch.float64))
+    ext = ext.to("cuda", dtype)
+    gemm = run(ext, *leaves("cuda", dtype))
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+    got = run(ext, *leaves("cuda", dtype))
+    assert persistent_ran(lambda: ext(*leaves("cuda", dtype)))
+    again = run(ext, *leaves("cuda", dtype))
+    assert all(torch.equal(a, b) for a, b in zip(got, again)), "two runs differ"
+    errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
+    if dtype == torch.float32:
+        assert max(errors) <= 1e-5, errors
+    else:  # float32 sums and cell state: no worse than twice the GEMM path's error
+        for i, (e, g) in enumerate(zip(errors, gemm_errors)):
+            assert e <= 2 * g + 1e-3, (i, e, g)
+
+
+def test_packed_and_double_fall_back(monkeypatch):
+    """Packed sequences and float64 are not served by the persistent kernel: the GEMM path runs
+    them, with the same results as without the variable."""
+    torch.manual_seed(0)
+    ext = rnn_ext.LSTM(6, 40).cuda()
+    x = torch.randn(5, 3, 6, device="cuda")
+    packed = pack_padded_sequence(x, torch.tensor([5, 3, 2]), enforce_sorted=False)
+    plain = ext(packed)[0].data
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+    assert not persistent_ran(lambda: ext(packed))
+    assert torch.equal(ext(packed)[0].data, plain)
+    ext64 = ext.double()
+    assert not persistent_ran(lambda: ext64(x.double()))
+    assert persistent_ran(lambda: ext.float()(x))
