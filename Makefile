@@ -48,7 +48,7 @@ gpu-check: deps
 	FORCE_CUDA=1 $(PY) setup.py -q build_ext --inplace
 	$(PY) -m pytest -q tests -k cuda $(PYTEST_ARGS)
 	$(PY) -m bench --grid gpu-quick
-	RNN_EXT_CUDA_PATH=persistent $(PY) -m bench --grid gpu-quick --cells lstm --out bench/results/gpu-quick-persistent
+	RNN_EXT_CUDA_PATH=persistent $(PY) -m bench --grid gpu-quick --out bench/results/gpu-quick-persistent
 
 fuzz: build
 	RNN_EXT_FUZZ_EXAMPLES=3000 $(PY) -m pytest -q tests/test_property.py

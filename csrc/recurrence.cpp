@@ -125,13 +125,44 @@ struct Kernels {
   void* stream;
 };
 
+
 #ifdef RNN_EXT_WITH_CUDA
-// RNN_EXT_CUDA_PATH=persistent (read per call) runs CUDA LSTM forwards that fit
-// through the single-launch kernel (csrc/cuda/persistent_lstm.cu); anything
-// else keeps the GEMM path. Opt-in until it has run on a GPU.
-bool cuda_persistent_requested() {
+// RNN_EXT_CUDA_PATH=persistent (read per call) runs the CUDA forwards that fit
+// through the single-launch kernel (csrc/cuda/persistent_forward.cu): not
+// packed, no projection, not float64; anything else keeps the GEMM path.
+// Opt-in until it has run on a GPU.
+bool persistent_wanted(const Tensor& x, const Schedule& s) {
   const char* env = std::getenv("RNN_EXT_CUDA_PATH");
-  return env && std::string(env) == "persistent";
+  return env && std::string(env) == "persistent" && x.is_cuda() && !s.packed && s.T > 0 && s.B > 0 &&
+         x.scalar_type() != at::kDouble;
+}
+
+// The arguments every cell shares; the tensors made dense here need only live
+// until the launch (the caching allocator orders their reuse after it).
+SequenceForward sequence_args(SequenceCell cell, const Schedule& s, int64_t H, const Tensor& x_gates,
+                              const Tensor& b_ih, const Tensor& b_hh, const Tensor& w_hh, const Tensor& h0,
+                              const Tensor& y, void* stream) {
+  SequenceForward a{};
+  a.cell = cell;
+  a.dtype = to_dtype(x_gates.scalar_type());
+  a.T = s.T;
+  a.B = s.B;
+  a.hidden = H;
+  a.reverse = s.reverse;
+  a.x_gates = x_gates.data_ptr();
+  a.b_ih = opt_ptr(b_ih);
+  a.b_hh = opt_ptr(b_hh);
+  a.w_hh = w_hh.contiguous().data_ptr();
+  a.h0 = h0.contiguous().data_ptr();
+  a.y = y.data_ptr();
+  a.stream = stream;
+  return a;
+}
+
+// h_n of an unpacked sequence: the rows of the time index processed last.
+Tensor last_rows(const Schedule& s, const Tensor& y) {
+  const int64_t last = s.reverse ? 0 : s.T - 1;
+  return y.narrow(0, last * s.B, s.B).clone();
 }
 #endif
 
@@ -524,30 +555,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
 
   Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, 4H), all steps at once
 #ifdef RNN_EXT_WITH_CUDA
-  if (!proj && input.is_cuda() && !s.packed && s.T > 0 && B > 0 && dtype != at::kDouble && cuda_persistent_requested()) {
+  if (!proj && persistent_wanted(input, s)) {
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor c_state = c0.to(acc).contiguous().clone();
     Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
-    const Tensor h0c = h0.contiguous(), w_hh_c = w_hh.contiguous();
-    LstmSequenceForward a{};
-    a.dtype = to_dtype(dtype);
-    a.T = s.T;
-    a.B = B;
-    a.hidden = H;
-    a.reverse = reverse;
-    a.x_gates = x_gates.data_ptr();
-    a.b_ih = opt_ptr(b_ih);
-    a.b_hh = opt_ptr(b_hh);
-    a.w_hh = w_hh_c.data_ptr();
-    a.h0 = h0c.data_ptr();
+    SequenceForward a = sequence_args(SequenceCell::kLstm, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
     a.c_state = c_state.data_ptr();
-    a.y = y.data_ptr();
     a.workspace = need_grad ? ws.data_ptr() : nullptr;
-    a.stream = k.stream;
-    if (lstm_sequence_forward_cuda(a)) {
-      const int64_t last = reverse ? 0 : s.T - 1;  // the time index processed last
-      return {y.view(out_shape(input, H)), y.narrow(0, last * B, B).clone(), c_state.to(dtype), ws};
-    }
+    if (sequence_forward_cuda(a))
+      return {y.view(out_shape(input, H)), last_rows(s, y), c_state.to(dtype), ws};
   }
 #endif
   Tensor y = at::empty({s.N, Hout}, input.options());
@@ -733,9 +749,16 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 
   Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);
   Tensor y = at::empty({s.N, H}, input.options());
+  Tensor ws = empty_big({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
+#ifdef RNN_EXT_WITH_CUDA
+  if (persistent_wanted(input, s)) {
+    SequenceForward a = sequence_args(SequenceCell::kGru, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
+    a.workspace = need_grad ? ws.data_ptr() : nullptr;
+    if (sequence_forward_cuda(a)) return {y.view(out_shape(input, H)), last_rows(s, y), ws};
+  }
+#endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
-  Tensor ws = empty_big({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
   const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B));
 
   for (int64_t step = 0; step < s.T; ++step) {

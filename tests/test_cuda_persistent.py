@@ -1,8 +1,8 @@
-"""The single-launch CUDA LSTM forward (csrc/cuda/persistent_lstm.cu), opt-in through
+"""The single-launch CUDA forward (csrc/cuda/persistent_forward.cu), opt-in through
 RNN_EXT_CUDA_PATH=persistent: outputs, final states and every gradient (the backward runs
 the GEMM path on the workspace the persistent kernel wrote) against torch.nn in float64;
-the profiler shows that the kernel ran; shapes it does not serve fall back to the GEMM path.
-GPU only: every test here carries the cuda mark (skipped without a GPU)."""
+the profiler shows that the kernel ran; two runs agree bitwise; shapes it does not serve
+fall back to the GEMM path. GPU only: every test here carries the cuda mark."""
 import pytest
 import torch
 from torch import nn
@@ -12,26 +12,40 @@ import rnn_ext
 
 pytestmark = pytest.mark.cuda
 
+CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 # (T, B, I, H): one unit per block and a partial batch pass; several units per block,
 # three batch passes and a last block with fewer units
 SHAPES = [(7, 3, 5, 20), (5, 19, 16, 300)]
+
+
+def make_pair(cell, I, H, bidirectional):
+    kw = dict(bidirectional=bidirectional)
+    if cell.startswith("RNN"):
+        kw["nonlinearity"] = cell.split("_")[1].lower()
+        ext, ref = rnn_ext.RNN(I, H, **kw), nn.RNN(I, H, **kw)
+    else:
+        ext, ref = getattr(rnn_ext, cell)(I, H, **kw), getattr(nn, cell)(I, H, **kw)
+    ref.load_state_dict(ext.state_dict())
+    return ext, ref.double()
 
 
 def persistent_ran(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return any("lstm_persistent_forward" in e.name for e in prof.events())
+    return any("persistent_forward_kernel" in e.name for e in prof.events())
 
 
 def run(module, x, hx):
-    """Output, h_n, c_n and the gradients of x, hx and the parameters for a fixed random loss."""
-    out, (h, c) = module(x, hx)
+    """Output, final states and the gradients of x, hx and the parameters for a fixed random loss."""
+    out, h = module(x, hx)
+    states = list(h) if isinstance(h, tuple) else [h]
     gen = torch.Generator().manual_seed(2)
     loss = sum((t.double() * torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.device)).sum()
-               for t in (out, h, c))
-    grads = torch.autograd.grad(loss, [x, *hx, *module.parameters()])
-    return [t.detach().double().cpu() for t in (out, h, c, *grads)]
+               for t in (out, *states))
+    leaves = list(hx) if isinstance(hx, tuple) else [hx]
+    grads = torch.autograd.grad(loss, [x, *leaves, *module.parameters()])
+    return [t.detach().double().cpu() for t in (out, *states, *grads)]
 
 
 def max_errors(got, want):
@@ -41,16 +55,20 @@ def max_errors(got, want):
 @pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-def test_persistent_forward_matches_nn(monkeypatch, dtype, shape, bidirectional):
+@pytest.mark.parametrize("cell", CELLS)
+def test_persistent_forward_matches_nn(monkeypatch, cell, dtype, shape, bidirectional):
     T, B, I, H = shape
     torch.manual_seed(0)
-    ext = rnn_ext.LSTM(I, H, bidirectional=bidirectional)
-    ref = nn.LSTM(I, H, bidirectional=bidirectional).double()
-    ref.load_state_dict(ext.state_dict())
+    ext, ref = make_pair(cell, I, H, bidirectional)
     D = 2 if bidirectional else 1
     x = torch.randn(T, B, I)
-    hx = (torch.randn(D, B, H), torch.randn(D, B, H))
-    leaves = lambda dev, dt: (x.to(dev, dt).requires_grad_(), tuple(h.to(dev, dt).requires_grad_() for h in hx))
+    hx = (torch.randn(D, B, H), torch.randn(D, B, H)) if cell == "LSTM" else torch.randn(D, B, H)
+
+    def leaves(dev, dt):
+        h = tuple(t.to(dev, dt).requires_grad_() for t in hx) if isinstance(hx, tuple) else \
+            hx.to(dev, dt).requires_grad_()
+        return x.to(dev, dt).requires_grad_(), h
+
     want = run(ref, *leaves("cpu", torch.float64))
     ext = ext.to("cuda", dtype)
     gemm = run(ext, *leaves("cuda", dtype))
@@ -78,6 +96,7 @@ def test_packed_and_double_fall_back(monkeypatch):
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     assert not persistent_ran(lambda: ext(packed))
     assert torch.equal(ext(packed)[0].data, plain)
-    ext64 = ext.double()
-    assert not persistent_ran(lambda: ext64(x.double()))
-    assert persistent_ran(lambda: ext.float()(x))
+    ext.double()
+    assert not persistent_ran(lambda: ext(x.double()))
+    ext.float()
+    assert persistent_ran(lambda: ext(x))

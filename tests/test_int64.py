@@ -38,7 +38,7 @@ import rnn_ext
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["csrc/cpu/cells_cpu.cpp", "csrc/cpu/fast_math.h", "csrc/cpu/fused_cpu.cpp", "csrc/cpu/fused_cpu.h",
-           "csrc/cuda/cells_cuda.cu", "csrc/cuda/persistent_lstm.cu", "csrc/common/cell_steps.h",
+           "csrc/cuda/cells_cuda.cu", "csrc/cuda/persistent_forward.cu", "csrc/common/cell_steps.h",
            "csrc/recurrence.cpp"]
 
 # 32-bit or narrower integer types that must not hold sizes, offsets or indices.
@@ -52,7 +52,7 @@ ALLOWLIST = [
     ("cells_cuda.cu", r"\bconstexpr int kThreads = \d+;", "threads per block"),
     ("cells_cuda.cu", r"static_cast<int>\(dtype\)", "enum value in an error message"),
     ("cells_cuda.cu", r"static_cast<unsigned>\(blocks\)", "grid size, clamped to kMaxBlocks before the launch"),
-    ("cell_steps.h", r"\benum class DType : int\b", "enum storage"),
+    ("cell_steps.h", r"\benum class (DType|SequenceCell) : int\b", "enum storage"),
     ("fused_cpu.h", r"\benum class Cell : int\b", "enum storage"),
     ("fused_cpu.h", r"\bint threads[;)]", "a thread count (OpenMP's int)"),
     ("fused_cpu.cpp", r"\bint (tid|nt|t|n|team|max_threads|team_size|threads)\b", "OpenMP thread ids and counts"),
@@ -61,12 +61,12 @@ ALLOWLIST = [
     ("fused_cpu.cpp", r"static_cast<int>\(std::max<int64_t>\(1, std::min<int64_t>\(\{threads,", "thread count, <= threads"),
     ("fused_cpu.cpp", r"return static_cast<int>\(std::max<int64_t>\(1, n\)\);", "thread count, <= max_threads"),
     ("recurrence.cpp", r"\bint fused_threads\(\)", "thread count (at::get_num_threads)"),
-    ("persistent_lstm.cu", r"^constexpr unsigned kFullMask = 0xffffffffu;$", "warp lane mask"),
-    ("persistent_lstm.cu", r"__ldcg\(reinterpret_cast<const unsigned short\*>\(p\)\)", "the 16 bits of one half/bfloat16"),
-    ("persistent_lstm.cu", r"^int (device = 0, sms = 0, smem_optin = 0, cooperative = 0|per_sm = 0);$",
+    ("persistent_forward.cu", r"^constexpr unsigned kFullMask = 0xffffffffu;$", "warp lane mask"),
+    ("persistent_forward.cu", r"__ldcg\(reinterpret_cast<const unsigned short\*>\(p\)\)", "the 16 bits of one half/bfloat16"),
+    ("persistent_forward.cu", r"^int (device = 0, sms = 0, smem_optin = 0, cooperative = 0|per_sm = 0);$",
      "device attributes and occupancy, as the CUDA runtime returns them"),
-    ("persistent_lstm.cu", r"static_cast<int>\((smem|threads)\)", "shared bytes (<= the opt-in limit) and threads (<= 1024) for the runtime API"),
-    ("persistent_lstm.cu", r"dim3\(static_cast<unsigned>\(blocks\)\), dim3\(static_cast<unsigned>\(threads\)\)",
+    ("persistent_forward.cu", r"static_cast<int>\((smem|threads)\)", "shared bytes (<= the opt-in limit) and threads (<= 1024) for the runtime API"),
+    ("persistent_forward.cu", r"dim3\(static_cast<unsigned>\(blocks\)\), dim3\(static_cast<unsigned>\(threads\)\)",
      "launch shape: blocks <= multiprocessors, threads <= 1024"),
 ]
 

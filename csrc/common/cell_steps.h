@@ -117,28 +117,31 @@ void rnn_backward_step_cpu(const RnnBackwardStep& s);
 
 void lstm_forward_step_cuda(const LstmForwardStep& s);
 
-// ---------------------------------------------------------------- LSTM, whole sequence
-// A whole layer-direction forward in one launch (csrc/cuda/persistent_lstm.cu):
-// no projection, every step with all B rows (not packed), float/half/bfloat16.
-// Step k runs time t = reverse ? T-1-k : k, whose rows are t*B .. t*B+B-1.
-struct LstmSequenceForward {
+// ---------------------------------------------------------------- whole sequence
+// A whole layer-direction forward in one launch (csrc/cuda/persistent_forward.cu):
+// every step with all B rows (not packed), no projection, float/half/bfloat16.
+// Step k runs time t = reverse ? T-1-k : k, whose rows are t*B .. t*B+B-1. The
+// gate math and the workspace are those of the step structs above.
+enum class SequenceCell : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };
+struct SequenceForward {
+  SequenceCell cell;
   DType dtype;
   int64_t T, B, hidden;
   bool reverse;
-  const void* x_gates;  // scalar (T*B, 4H): X @ W_ih^T
-  const void* b_ih;     // scalar (4H) or null
-  const void* b_hh;     // scalar (4H) or null
-  const void* w_hh;     // scalar (4H, H), dense
+  const void* x_gates;  // scalar (T*B, G): X @ W_ih^T (G = 4H, 3H, H)
+  const void* b_ih;     // scalar (G) or null
+  const void* b_hh;     // scalar (G) or null
+  const void* w_hh;     // scalar (G, H), dense
   const void* h0;       // scalar (B, H)
-  void* c_state;        // acc (B, H): c0 in, c_T out
+  void* c_state;        // LSTM: acc (B, H), c0 in, c_T out
   void* y;              // scalar (T*B, H): h_t
-  void* workspace;      // acc (T*B, 5H) or null: [i f g o | c_t], as LstmForwardStep's
+  void* workspace;      // null, or acc LSTM (T*B, 5H) [i f g o | c_t], GRU (T*B, 4H) [r z n | hn]
   void* stream;
 };
 // Runs it and returns true, or returns false without launching anything when
-// the shape does not fit (W_hh's share per block over the shared memory, or more
-// hidden units than 32 per block on every multiprocessor).
-bool lstm_sequence_forward_cuda(const LstmSequenceForward& s);
+// the shape does not fit (W_hh's share per block over the shared memory, more
+// than 32 hidden units per multiprocessor, inside CUDA-graph capture).
+bool sequence_forward_cuda(const SequenceForward& s);
 void lstm_backward_step_cuda(const LstmBackwardStep& s);
 void gru_forward_step_cuda(const GruForwardStep& s);
 void gru_backward_step_cuda(const GruBackwardStep& s);

@@ -1,12 +1,12 @@
-// Persistent LSTM forward: one launch for a whole layer-direction (see
-// LstmSequenceForward in common/cell_steps.h), instead of a GEMM and a
+// Persistent LSTM / GRU / RNN forward: one launch for a whole layer-direction
+// (see SequenceForward in common/cell_steps.h), instead of a GEMM and a
 // pointwise kernel per step.
 //
-// Block b owns U hidden units j0 .. j0+U-1 across the four gates. It copies
-// their 4U rows of W_hh into shared memory once and keeps them for every step,
-// so the cell update of its units needs nothing from other blocks but h_{t-1}.
-// Warp u computes unit j0+u for a chunk of batch rows: each lane sums a stride
-// of K for the four gates of every row of the chunk (h_{t-1} staged in shared
+// Block b owns U hidden units j0 .. j0+U-1 across the NG gates (4, 3, 1). It
+// copies their NG*U rows of W_hh into shared memory once and keeps them for
+// every step, so the cell update of its units needs nothing from other blocks
+// but h_{t-1}. Warp u computes unit j0+u for a chunk of batch rows: each lane
+// sums a stride of K for the gates of every row of the chunk (h_{t-1} staged in shared
 // memory as float), the lanes' sums are combined by a butterfly of shuffles
 // (a fixed order: the result does not depend on timing), and lane r applies
 // the gate math to row r. The blocks then meet at a grid barrier (cooperative
@@ -61,38 +61,88 @@ __device__ __forceinline__ float load_opt(const void* p, int64_t i) {
 
 __device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// Dynamic shared memory: W_hh's rows of this block (4U x H, storage type),
+// Dynamic shared memory: W_hh's rows of this block (NG*U x H, storage type),
 // then the chunk of h_{t-1} (kRowsPerPass x H, float), 16-byte aligned.
-__host__ __device__ inline int64_t weight_bytes(int64_t U, int64_t H, int64_t elem) {
-  return (4 * U * H * elem + 15) / 16 * 16;
+__host__ __device__ inline int64_t weight_bytes(int64_t rows, int64_t H, int64_t elem) {
+  return (rows * H * elem + 15) / 16 * 16;
 }
-__host__ __device__ inline int64_t smem_bytes(int64_t U, int64_t H, int64_t elem) {
-  return weight_bytes(U, H, elem) + kRowsPerPass * H * static_cast<int64_t>(sizeof(float));
+__host__ __device__ inline int64_t smem_bytes(int64_t rows, int64_t H, int64_t elem) {
+  return weight_bytes(rows, H, elem) + kRowsPerPass * H * static_cast<int64_t>(sizeof(float));
 }
 
-template <typename T>
-__global__ void lstm_persistent_forward_kernel(LstmSequenceForward s, int64_t U) {
+constexpr int64_t gates_of(SequenceCell c) {
+  return c == SequenceCell::kLstm ? 4 : c == SequenceCell::kGru ? 3 : 1;
+}
+
+// The gate math of one (row, unit), as the per-step kernels of cells_cuda.cu
+// do it: hg[g] = (W_hh h_{t-1})[g*H + j], hp = h_{t-1}[j].
+template <typename T, SequenceCell C>
+__device__ __forceinline__ void cell_update(const SequenceForward& s, const float* hg, float hp, int64_t row,
+                                            int64_t b, int64_t j) {
+  constexpr int64_t NG = gates_of(C);
+  const int64_t H = s.hidden, G = NG * H;
+  const T* xg = static_cast<const T*>(s.x_gates) + row * G;
+  T* y = static_cast<T*>(s.y) + row * H;
+  float* ws = static_cast<float*>(s.workspace);
+  if constexpr (C == SequenceCell::kLstm) {
+    float act[4];
+#pragma unroll
+    for (int64_t g = 0; g < 4; ++g) {
+      const int64_t col = g * H + j;
+      const float pre = to_f(xg[col]) + hg[g] + load_opt<T>(s.b_ih, col) + load_opt<T>(s.b_hh, col);
+      act[g] = g == 2 ? tanhf(pre) : sigmoid_f(pre);
+    }
+    float* c_state = static_cast<float*>(s.c_state);
+    const float c = act[1] * c_state[b * H + j] + act[0] * act[2];
+    c_state[b * H + j] = c;
+    y[j] = from_f<T>(act[3] * tanhf(c));
+    if (ws) {
+#pragma unroll
+      for (int64_t g = 0; g < 4; ++g) ws[row * 5 * H + g * H + j] = act[g];
+      ws[row * 5 * H + 4 * H + j] = c;
+    }
+  } else if constexpr (C == SequenceCell::kGru) {
+    const float rg = sigmoid_f(to_f(xg[j]) + load_opt<T>(s.b_ih, j) + hg[0] + load_opt<T>(s.b_hh, j));
+    const float zg = sigmoid_f(to_f(xg[H + j]) + load_opt<T>(s.b_ih, H + j) + hg[1] + load_opt<T>(s.b_hh, H + j));
+    const float hn = hg[2] + load_opt<T>(s.b_hh, 2 * H + j);
+    const float n = tanhf(to_f(xg[2 * H + j]) + load_opt<T>(s.b_ih, 2 * H + j) + rg * hn);
+    y[j] = from_f<T>(n + zg * (hp - n));
+    if (ws) {
+      float* w = ws + row * 4 * H;
+      w[j] = rg;
+      w[H + j] = zg;
+      w[2 * H + j] = n;
+      w[3 * H + j] = hn;
+    }
+  } else {
+    const float pre = to_f(xg[j]) + hg[0] + load_opt<T>(s.b_ih, j) + load_opt<T>(s.b_hh, j);
+    // relu keeps NaN, like torch.relu
+    y[j] = from_f<T>(C == SequenceCell::kRnnRelu ? (pre > 0.0f ? pre : (pre != pre ? pre : 0.0f)) : tanhf(pre));
+  }
+}
+
+template <typename T, SequenceCell C>
+__global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
+  constexpr int64_t NG = gates_of(C);
   extern __shared__ float4 smem_f4[];
   char* smem = reinterpret_cast<char*>(smem_f4);
-  const int64_t H = s.hidden, B = s.B, G = 4 * H;
+  const int64_t H = s.hidden, B = s.B;
   T* w_sm = reinterpret_cast<T*>(smem);
-  float* h_sm = reinterpret_cast<float*>(smem + weight_bytes(U, H, sizeof(T)));
+  float* h_sm = reinterpret_cast<float*>(smem + weight_bytes(NG * U, H, sizeof(T)));
   const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
   const int64_t units = H - j0 < U ? H - j0 : U;  // the last block may own fewer
   const int64_t tid = threadIdx.x, nthreads = blockDim.x;
   const int64_t warp = tid / 32, lane = tid % 32;
 
+  // Row gate*U + u of w_sm is row gate*H + j0 + u of W_hh.
   const T* w_hh = static_cast<const T*>(s.w_hh);
-  for (int64_t e = tid; e < 4 * U * H; e += nthreads) {
+  for (int64_t e = tid; e < NG * U * H; e += nthreads) {
     const int64_t r = e / H, k = e % H, gate = r / U, u = r % U;
     w_sm[e] = u < units ? w_hh[(gate * H + j0 + u) * H + k] : from_f<T>(0.0f);
   }
 
-  const T* xg = static_cast<const T*>(s.x_gates);
   const T* h0 = static_cast<const T*>(s.h0);
-  T* y = static_cast<T*>(s.y);
-  float* c_state = static_cast<float*>(s.c_state);
-  float* ws = static_cast<float*>(s.workspace);
+  const T* y = static_cast<const T*>(s.y);
   cg::grid_group grid = cg::this_grid();
 
   for (int64_t step = 0; step < s.T; ++step) {
@@ -106,50 +156,32 @@ __global__ void lstm_persistent_forward_kernel(LstmSequenceForward s, int64_t U)
       __syncthreads();
       if (warp < units) {
         const int64_t u = warp, j = j0 + u;
-        float acc[kRowsPerPass][4];
+        float acc[kRowsPerPass][NG];
 #pragma unroll
         for (int64_t r = 0; r < kRowsPerPass; ++r)
 #pragma unroll
-          for (int64_t g = 0; g < 4; ++g) acc[r][g] = 0.0f;
+          for (int64_t g = 0; g < NG; ++g) acc[r][g] = 0.0f;
         const T* w0 = w_sm + u * H;
         for (int64_t k = lane; k < H; k += 32) {
-          float w[4];
+          float w[NG];
 #pragma unroll
-          for (int64_t g = 0; g < 4; ++g) w[g] = to_f(w0[g * U * H + k]);
+          for (int64_t g = 0; g < NG; ++g) w[g] = to_f(w0[g * U * H + k]);
 #pragma unroll
           for (int64_t r = 0; r < kRowsPerPass; ++r) {
             const float hv = h_sm[r * H + k];
 #pragma unroll
-            for (int64_t g = 0; g < 4; ++g) acc[r][g] = fmaf(w[g], hv, acc[r][g]);
+            for (int64_t g = 0; g < NG; ++g) acc[r][g] = fmaf(w[g], hv, acc[r][g]);
           }
         }
 #pragma unroll
         for (int64_t r = 0; r < kRowsPerPass; ++r)
 #pragma unroll
-          for (int64_t g = 0; g < 4; ++g)
+          for (int64_t g = 0; g < NG; ++g)
 #pragma unroll
             for (int64_t m = 16; m > 0; m /= 2) acc[r][g] += __shfl_xor_sync(kFullMask, acc[r][g], m);
 #pragma unroll
         for (int64_t r = 0; r < kRowsPerPass; ++r) {
-          if (lane == r && r < nb) {
-            const int64_t b = b0 + r, row = t * B + b;
-            float act[4];
-#pragma unroll
-            for (int64_t g = 0; g < 4; ++g) {
-              const int64_t col = g * H + j;
-              const float pre = to_f(xg[row * G + col]) + acc[r][g] + load_opt<T>(s.b_ih, col) +
-                                load_opt<T>(s.b_hh, col);
-              act[g] = g == 2 ? tanhf(pre) : sigmoid_f(pre);
-            }
-            const float c = act[1] * c_state[b * H + j] + act[0] * act[2];
-            c_state[b * H + j] = c;
-            y[row * H + j] = from_f<T>(act[3] * tanhf(c));
-            if (ws) {
-#pragma unroll
-              for (int64_t g = 0; g < 4; ++g) ws[row * 5 * H + g * H + j] = act[g];
-              ws[row * 5 * H + 4 * H + j] = c;
-            }
-          }
+          if (lane == r && r < nb) cell_update<T, C>(s, acc[r], h_sm[r * H + j], t * B + b0 + r, b0 + r, j);
         }
       }
     }
@@ -157,8 +189,8 @@ __global__ void lstm_persistent_forward_kernel(LstmSequenceForward s, int64_t U)
   }
 }
 
-template <typename T>
-bool launch_persistent(const LstmSequenceForward& s) {
+template <typename T, SequenceCell C>
+bool launch_persistent(const SequenceForward& s) {
   const int64_t H = s.hidden;
   int device = 0, sms = 0, smem_optin = 0, cooperative = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
@@ -180,9 +212,9 @@ bool launch_persistent(const LstmSequenceForward& s) {
   const int64_t U = (H + sms - 1) / sms;  // units per block: one block per multiprocessor at most
   if (U > kMaxUnits) return false;
   const int64_t blocks = (H + U - 1) / U, threads = 32 * U;
-  const int64_t smem = smem_bytes(U, H, sizeof(T));
+  const int64_t smem = smem_bytes(gates_of(C) * U, H, sizeof(T));
   if (smem > smem_optin) return false;
-  auto kernel = &lstm_persistent_forward_kernel<T>;
+  auto kernel = &persistent_forward_kernel<T, C>;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
       cudaSuccess) {
     cudaGetLastError();
@@ -195,26 +227,37 @@ bool launch_persistent(const LstmSequenceForward& s) {
     cudaGetLastError();
     return false;
   }
-  LstmSequenceForward args = s;
+  SequenceForward args = s;
   int64_t units = U;
   void* params[] = {&args, &units};
   const cudaError_t err = cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
       params, static_cast<size_t>(smem), static_cast<cudaStream_t>(s.stream));
   if (err != cudaSuccess)
-    throw std::runtime_error(std::string("lstm_sequence_forward_cuda: cooperative launch failed: ") +
+    throw std::runtime_error(std::string("sequence_forward_cuda: cooperative launch failed: ") +
                              cudaGetErrorString(err));
   return true;
 }
 
+template <typename T>
+bool launch_for_cell(const SequenceForward& s) {
+  switch (s.cell) {
+    case SequenceCell::kLstm: return launch_persistent<T, SequenceCell::kLstm>(s);
+    case SequenceCell::kGru: return launch_persistent<T, SequenceCell::kGru>(s);
+    case SequenceCell::kRnnTanh: return launch_persistent<T, SequenceCell::kRnnTanh>(s);
+    case SequenceCell::kRnnRelu: return launch_persistent<T, SequenceCell::kRnnRelu>(s);
+  }
+  return false;
+}
+
 }  // namespace
 
-bool lstm_sequence_forward_cuda(const LstmSequenceForward& s) {
+bool sequence_forward_cuda(const SequenceForward& s) {
   if (s.T <= 0 || s.B <= 0 || s.hidden <= 0) return false;
   switch (s.dtype) {
-    case DType::kFloat: return launch_persistent<float>(s);
-    case DType::kHalf: return launch_persistent<__half>(s);
-    case DType::kBFloat16: return launch_persistent<__nv_bfloat16>(s);
+    case DType::kFloat: return launch_for_cell<float>(s);
+    case DType::kHalf: return launch_for_cell<__half>(s);
+    case DType::kBFloat16: return launch_for_cell<__nv_bfloat16>(s);
     default: return false;
   }
 }
