@@ -137,12 +137,20 @@ bool persistent_wanted(const Tensor& x, const Schedule& s) {
          x.scalar_type() != at::kDouble;
 }
 
-// The arguments every cell shares; the tensors made dense here need only live
-// until the launch (the caching allocator orders their reuse after it).
-SequenceForward sequence_args(SequenceCell cell, const Schedule& s, int64_t H, const Tensor& x_gates,
-                              const Tensor& b_ih, const Tensor& b_hh, const Tensor& w_hh, const Tensor& h0,
-                              const Tensor& y, void* stream) {
+// The arguments every cell shares, with the dense copies of W_hh and h0 they
+// point to: those must live until the launch is queued (a copy freed earlier
+// could be handed to the next copy, which would overwrite it first).
+struct SequenceArgs {
   SequenceForward a{};
+  Tensor w_hh, h0;
+};
+SequenceArgs sequence_args(SequenceCell cell, const Schedule& s, int64_t H, const Tensor& x_gates,
+                           const Tensor& b_ih, const Tensor& b_hh, const Tensor& w_hh, const Tensor& h0,
+                           const Tensor& y, void* stream) {
+  SequenceArgs args;
+  args.w_hh = w_hh.contiguous();
+  args.h0 = h0.contiguous();
+  SequenceForward& a = args.a;
   a.cell = cell;
   a.dtype = to_dtype(x_gates.scalar_type());
   a.T = s.T;
@@ -152,11 +160,11 @@ SequenceForward sequence_args(SequenceCell cell, const Schedule& s, int64_t H, c
   a.x_gates = x_gates.data_ptr();
   a.b_ih = opt_ptr(b_ih);
   a.b_hh = opt_ptr(b_hh);
-  a.w_hh = w_hh.contiguous().data_ptr();
-  a.h0 = h0.contiguous().data_ptr();
+  a.w_hh = args.w_hh.data_ptr();
+  a.h0 = args.h0.data_ptr();
   a.y = y.data_ptr();
   a.stream = stream;
-  return a;
+  return args;
 }
 
 // h_n of an unpacked sequence: the rows of the time index processed last.
@@ -559,10 +567,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     Tensor y = at::empty({s.N, H}, input.options());
     Tensor c_state = c0.to(acc).contiguous().clone();
     Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
-    SequenceForward a = sequence_args(SequenceCell::kLstm, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
-    a.c_state = c_state.data_ptr();
-    a.workspace = need_grad ? ws.data_ptr() : nullptr;
-    if (sequence_forward_cuda(a))
+    SequenceArgs args = sequence_args(SequenceCell::kLstm, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
+    args.a.c_state = c_state.data_ptr();
+    args.a.workspace = need_grad ? ws.data_ptr() : nullptr;
+    if (sequence_forward_cuda(args.a))
       return {y.view(out_shape(input, H)), last_rows(s, y), c_state.to(dtype), ws};
   }
 #endif
@@ -752,9 +760,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   Tensor ws = empty_big({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
 #ifdef RNN_EXT_WITH_CUDA
   if (persistent_wanted(input, s)) {
-    SequenceForward a = sequence_args(SequenceCell::kGru, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
-    a.workspace = need_grad ? ws.data_ptr() : nullptr;
-    if (sequence_forward_cuda(a)) return {y.view(out_shape(input, H)), last_rows(s, y), ws};
+    SequenceArgs args = sequence_args(SequenceCell::kGru, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
+    args.a.workspace = need_grad ? ws.data_ptr() : nullptr;
+    if (sequence_forward_cuda(args.a)) return {y.view(out_shape(input, H)), last_rows(s, y), ws};
   }
 #endif
   Tensor h_state = h0.contiguous().clone();
@@ -910,6 +918,13 @@ std::tuple<Tensor, Tensor> rnn_forward(
 
   Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);
   Tensor y = at::empty({s.N, H}, input.options());
+#ifdef RNN_EXT_WITH_CUDA
+  if (persistent_wanted(input, s)) {
+    const SequenceCell cell = relu ? SequenceCell::kRnnRelu : SequenceCell::kRnnTanh;
+    const SequenceArgs args = sequence_args(cell, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
+    if (sequence_forward_cuda(args.a)) return {y.view(out_shape(input, H)), last_rows(s, y)};
+  }
+#endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, H}, input.options());
   const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B));

@@ -209,12 +209,18 @@ bool launch_persistent(const SequenceForward& s) {
     cudaGetLastError();
     return false;
   }
+  auto kernel = &persistent_forward_kernel<T, C>;
+  // One warp per unit: the kernel's registers bound the warps of a block.
+  cudaFuncAttributes attrs{};
+  if (cudaFuncGetAttributes(&attrs, kernel) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
   const int64_t U = (H + sms - 1) / sms;  // units per block: one block per multiprocessor at most
-  if (U > kMaxUnits) return false;
+  if (U > kMaxUnits || 32 * U > attrs.maxThreadsPerBlock) return false;
   const int64_t blocks = (H + U - 1) / U, threads = 32 * U;
   const int64_t smem = smem_bytes(gates_of(C) * U, H, sizeof(T));
   if (smem > smem_optin) return false;
-  auto kernel = &persistent_forward_kernel<T, C>;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
       cudaSuccess) {
     cudaGetLastError();
@@ -233,10 +239,13 @@ bool launch_persistent(const SequenceForward& s) {
   const cudaError_t err = cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
       params, static_cast<size_t>(smem), static_cast<cudaStream_t>(s.stream));
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("sequence_forward_cuda: cooperative launch failed: ") +
-                             cudaGetErrorString(err));
-  return true;
+  if (err == cudaSuccess) return true;
+  cudaGetLastError();  // not left for an unrelated later check to report
+  // Fewer multiprocessors usable than the device has (MPS limits, green contexts):
+  // the GEMM path runs instead.
+  if (err == cudaErrorCooperativeLaunchTooLarge) return false;
+  throw std::runtime_error(std::string("sequence_forward_cuda: cooperative launch failed: ") +
+                           cudaGetErrorString(err));
 }
 
 template <typename T>
