@@ -5,10 +5,10 @@ the profiler shows that the kernel ran; two runs agree bitwise; shapes it does n
 fall back to the GEMM path. GPU only: every test here carries the cuda mark."""
 import pytest
 import torch
-from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnn_ext
+from test_cpu_paths import make_pair
 
 pytestmark = pytest.mark.cuda
 
@@ -16,17 +16,6 @@ CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 # (T, B, I, H): one unit per block and a partial batch pass; several units per block,
 # three batch passes and (on 108 or 132 multiprocessors) a last block with fewer units
 SHAPES = [(7, 3, 5, 20), (5, 19, 16, 299)]
-
-
-def make_pair(cell, I, H, bidirectional):
-    kw = dict(bidirectional=bidirectional)
-    if cell.startswith("RNN"):
-        kw["nonlinearity"] = cell.split("_")[1].lower()
-        ext, ref = rnn_ext.RNN(I, H, **kw), nn.RNN(I, H, **kw)
-    else:
-        ext, ref = getattr(rnn_ext, cell)(I, H, **kw), getattr(nn, cell)(I, H, **kw)
-    ref.load_state_dict(ext.state_dict())
-    return ext, ref.double()
 
 
 def persistent_ran(fn):
@@ -59,7 +48,8 @@ def max_errors(got, want):
 def test_persistent_forward_matches_nn(monkeypatch, cell, dtype, shape, bidirectional):
     T, B, I, H = shape
     torch.manual_seed(0)
-    ext, ref = make_pair(cell, I, H, bidirectional)
+    ext, ref = make_pair(cell, I, H, 1, bidirectional, True, dtype=torch.float32)
+    ref = ref.double()
     D = 2 if bidirectional else 1
     x = torch.randn(T, B, I)
     hx = (torch.randn(D, B, H), torch.randn(D, B, H)) if cell == "LSTM" else torch.randn(D, B, H)
