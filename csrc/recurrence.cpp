@@ -125,7 +125,6 @@ struct Kernels {
   void* stream;
 };
 
-
 #ifdef RNN_EXT_WITH_CUDA
 // RNN_EXT_CUDA_PATH=persistent (read per call) runs the CUDA forwards that fit
 // through the single-launch kernel (csrc/cuda/persistent_forward.cu): not
@@ -562,11 +561,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   const Kernels k = kernels_for(input);
 
   Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, 4H), all steps at once
+  Tensor y = at::empty({s.N, Hout}, input.options());
+  Tensor c_state = c0.to(acc).contiguous().clone();
+  Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
 #ifdef RNN_EXT_WITH_CUDA
   if (!proj && persistent_wanted(input, s)) {
-    Tensor y = at::empty({s.N, H}, input.options());
-    Tensor c_state = c0.to(acc).contiguous().clone();
-    Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
     SequenceArgs args = sequence_args(SequenceCell::kLstm, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
     args.a.c_state = c_state.data_ptr();
     args.a.workspace = need_grad ? ws.data_ptr() : nullptr;
@@ -574,12 +573,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
       return {y.view(out_shape(input, H)), last_rows(s, y), c_state.to(dtype), ws};
   }
 #endif
-  Tensor y = at::empty({s.N, Hout}, input.options());
   Tensor h_state = h0.contiguous().clone();
-  Tensor c_state = c0.to(acc).contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
   Tensor h_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
-  Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
   const bool small = small_path_ok(input, B);
   const StepMatrix w_hh_t(w_hh.t(), small), w_hr_t(proj ? w_hr.t() : Tensor(), small && proj);
 

@@ -116,6 +116,11 @@ void rnn_forward_step_cpu(const RnnForwardStep& s);
 void rnn_backward_step_cpu(const RnnBackwardStep& s);
 
 void lstm_forward_step_cuda(const LstmForwardStep& s);
+void lstm_backward_step_cuda(const LstmBackwardStep& s);
+void gru_forward_step_cuda(const GruForwardStep& s);
+void gru_backward_step_cuda(const GruBackwardStep& s);
+void rnn_forward_step_cuda(const RnnForwardStep& s);
+void rnn_backward_step_cuda(const RnnBackwardStep& s);
 
 // ---------------------------------------------------------------- whole sequence
 // A whole layer-direction forward in one launch (csrc/cuda/persistent_forward.cu):
@@ -140,13 +145,9 @@ struct SequenceForward {
 };
 // Runs it and returns true, or returns false without launching anything when
 // the shape does not fit (W_hh's share per block over the shared memory, more
-// than 32 hidden units per multiprocessor, inside CUDA-graph capture).
+// hidden units per multiprocessor than the kernel can run warps in a block,
+// inside CUDA-graph capture).
 bool sequence_forward_cuda(const SequenceForward& s);
-void lstm_backward_step_cuda(const LstmBackwardStep& s);
-void gru_forward_step_cuda(const GruForwardStep& s);
-void gru_backward_step_cuda(const GruBackwardStep& s);
-void rnn_forward_step_cuda(const RnnForwardStep& s);
-void rnn_backward_step_cuda(const RnnBackwardStep& s);
 
 }  // namespace rnn_ext
 

@@ -18,6 +18,7 @@
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
 #include "common/cell_steps.h"
+#include "cuda/scalar_math.cuh"
 
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
@@ -33,17 +34,9 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int64_t kRowsPerPass = 8;   // batch rows per pass: 4 * 8 accumulators per lane
+constexpr int64_t kRowsPerPass = 8;   // batch rows per pass: gates * 8 accumulators per lane
 constexpr int64_t kMaxUnits = 32;     // units per block, one warp each: at most 1024 threads
 constexpr unsigned kFullMask = 0xffffffffu;
-
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 
 // h_{t-1}, written by other blocks during this launch: read from L2.
 __device__ __forceinline__ float load_l2(const float* p) { return __ldcg(p); }
@@ -53,13 +46,6 @@ __device__ __forceinline__ float load_l2(const __half* p) {
 __device__ __forceinline__ float load_l2(const __nv_bfloat16* p) {
   return __bfloat162float(__ushort_as_bfloat16(__ldcg(reinterpret_cast<const unsigned short*>(p))));
 }
-
-template <typename T>
-__device__ __forceinline__ float load_opt(const void* p, int64_t i) {
-  return p ? to_f(static_cast<const T*>(p)[i]) : 0.0f;
-}
-
-__device__ __forceinline__ float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // Dynamic shared memory: W_hh's rows of this block (NG*U x H, storage type),
 // then the chunk of h_{t-1} (kRowsPerPass x H, float), 16-byte aligned.
@@ -89,24 +75,24 @@ __device__ __forceinline__ void cell_update(const SequenceForward& s, const floa
 #pragma unroll
     for (int64_t g = 0; g < 4; ++g) {
       const int64_t col = g * H + j;
-      const float pre = to_f(xg[col]) + hg[g] + load_opt<T>(s.b_ih, col) + load_opt<T>(s.b_hh, col);
-      act[g] = g == 2 ? tanhf(pre) : sigmoid_f(pre);
+      const float pre = to_acc(xg[col]) + hg[g] + load_opt<T>(s.b_ih, col) + load_opt<T>(s.b_hh, col);
+      act[g] = g == 2 ? tanh_(pre) : sigmoid(pre);
     }
     float* c_state = static_cast<float*>(s.c_state);
     const float c = act[1] * c_state[b * H + j] + act[0] * act[2];
     c_state[b * H + j] = c;
-    y[j] = from_f<T>(act[3] * tanhf(c));
+    y[j] = from_acc<T>(act[3] * tanh_(c));
     if (ws) {
 #pragma unroll
       for (int64_t g = 0; g < 4; ++g) ws[row * 5 * H + g * H + j] = act[g];
       ws[row * 5 * H + 4 * H + j] = c;
     }
   } else if constexpr (C == SequenceCell::kGru) {
-    const float rg = sigmoid_f(to_f(xg[j]) + load_opt<T>(s.b_ih, j) + hg[0] + load_opt<T>(s.b_hh, j));
-    const float zg = sigmoid_f(to_f(xg[H + j]) + load_opt<T>(s.b_ih, H + j) + hg[1] + load_opt<T>(s.b_hh, H + j));
+    const float rg = sigmoid(to_acc(xg[j]) + load_opt<T>(s.b_ih, j) + hg[0] + load_opt<T>(s.b_hh, j));
+    const float zg = sigmoid(to_acc(xg[H + j]) + load_opt<T>(s.b_ih, H + j) + hg[1] + load_opt<T>(s.b_hh, H + j));
     const float hn = hg[2] + load_opt<T>(s.b_hh, 2 * H + j);
-    const float n = tanhf(to_f(xg[2 * H + j]) + load_opt<T>(s.b_ih, 2 * H + j) + rg * hn);
-    y[j] = from_f<T>(n + zg * (hp - n));
+    const float n = tanh_(to_acc(xg[2 * H + j]) + load_opt<T>(s.b_ih, 2 * H + j) + rg * hn);
+    y[j] = from_acc<T>(n + zg * (hp - n));
     if (ws) {
       float* w = ws + row * 4 * H;
       w[j] = rg;
@@ -115,9 +101,9 @@ __device__ __forceinline__ void cell_update(const SequenceForward& s, const floa
       w[3 * H + j] = hn;
     }
   } else {
-    const float pre = to_f(xg[j]) + hg[0] + load_opt<T>(s.b_ih, j) + load_opt<T>(s.b_hh, j);
+    const float pre = to_acc(xg[j]) + hg[0] + load_opt<T>(s.b_ih, j) + load_opt<T>(s.b_hh, j);
     // relu keeps NaN, like torch.relu
-    y[j] = from_f<T>(C == SequenceCell::kRnnRelu ? (pre > 0.0f ? pre : (pre != pre ? pre : 0.0f)) : tanhf(pre));
+    y[j] = from_acc<T>(C == SequenceCell::kRnnRelu ? (pre > 0.0f ? pre : (pre != pre ? pre : 0.0f)) : tanh_(pre));
   }
 }
 
@@ -138,7 +124,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
   const T* w_hh = static_cast<const T*>(s.w_hh);
   for (int64_t e = tid; e < NG * U * H; e += nthreads) {
     const int64_t r = e / H, k = e % H, gate = r / U, u = r % U;
-    w_sm[e] = u < units ? w_hh[(gate * H + j0 + u) * H + k] : from_f<T>(0.0f);
+    w_sm[e] = u < units ? w_hh[(gate * H + j0 + u) * H + k] : from_acc<T>(0.0f);
   }
 
   const T* h0 = static_cast<const T*>(s.h0);
@@ -165,7 +151,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
         for (int64_t k = lane; k < H; k += 32) {
           float w[NG];
 #pragma unroll
-          for (int64_t g = 0; g < NG; ++g) w[g] = to_f(w0[g * U * H + k]);
+          for (int64_t g = 0; g < NG; ++g) w[g] = to_acc(w0[g * U * H + k]);
 #pragma unroll
           for (int64_t r = 0; r < kRowsPerPass; ++r) {
             const float hv = h_sm[r * H + k];
