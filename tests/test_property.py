@@ -327,21 +327,24 @@ def test_torch_nn_packed_lstm_is_not_validated():
     kernels then read (forward) and write (backward) out of bounds -- valgrind:
     invalid writes in jit_uni_reorder_t under ideep::lstm_backward; the script
     below usually dies with SIGSEGV or a glibc heap-corruption abort. It runs in
-    a subprocess so this process's heap stays intact. If a future torch raises
-    instead, this test fails and the exclusion in the property above can go.
-    rnn_ext rejects the same call with a RuntimeError.
+    a subprocess so this process's heap stays intact. rnn_ext rejects the same
+    call with a RuntimeError. Where torch.nn raises too (torch 2.11's CUDA wheel
+    on a CPU tensor: a shape error from its native kernels), the test skips after
+    checking rnn_ext: the exclusion is not needed with that build, and is kept
+    for the builds that crash.
     """
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _NN_PACKED_LSTM_BUG], capture_output=True, text=True, timeout=120)
-    assert "RAISED" not in proc.stdout, f"torch.nn now validates packed LSTM input: {proc.stdout}"
-    assert "FORWARD_ACCEPTED" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-2000:])
-    print(f"\n[test_property] torch.nn packed-LSTM bug script: rc={proc.returncode}, "
-          f"backward returned={'BACKWARD_RETURNED' in proc.stdout}")
     ext = rnn_ext.LSTM(5, 1, num_layers=2)
     with pytest.raises(RuntimeError, match="input_size"):
         ext(pack_padded_sequence(torch.randn(1, 1, 7), torch.tensor([1])))
+    proc = subprocess.run([sys.executable, "-c", _NN_PACKED_LSTM_BUG], capture_output=True, text=True, timeout=120)
+    if "RAISED" in proc.stdout:
+        pytest.skip(f"torch {torch.__version__} validates this packed LSTM input: {proc.stdout.strip()}")
+    assert "FORWARD_ACCEPTED" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-2000:])
+    print(f"\n[test_property] torch.nn packed-LSTM bug script: rc={proc.returncode}, "
+          f"backward returned={'BACKWARD_RETURNED' in proc.stdout}")
 
 
 @st.composite

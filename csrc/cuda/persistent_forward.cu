@@ -5,9 +5,10 @@
 // Block b owns U hidden units j0 .. j0+U-1 across the NG gates (4, 3, 1). It
 // copies their NG*U rows of W_hh into shared memory once and keeps them for
 // every step, so the cell update of its units needs nothing from other blocks
-// but h_{t-1}. Warp u computes unit j0+u for a chunk of batch rows: each lane
-// sums a stride of K for the gates of every row of the chunk (h_{t-1} staged in shared
-// memory as float), the lanes' sums are combined by a butterfly of shuffles
+// but h_{t-1}. At each step the block stages as many batch rows of h_{t-1}
+// as fit beside W in shared memory (as float; the whole batch when it fits).
+// Warp u computes unit j0+u for a chunk of 8 batch rows at a time: each lane
+// sums a stride of K for the gates of every row of the chunk, the lanes' sums are combined by a butterfly of shuffles
 // (a fixed order: the result does not depend on timing), and lane r applies
 // the gate math to row r. The blocks then meet at a grid barrier (cooperative
 // launch, so that every block is resident) and read the h_t that all of them
@@ -48,12 +49,35 @@ __device__ __forceinline__ float load_l2(const __nv_bfloat16* p) {
 }
 
 // Dynamic shared memory: W_hh's rows of this block (NG*U x H, storage type),
-// then the chunk of h_{t-1} (kRowsPerPass x H, float), 16-byte aligned.
+// then `staged` rows of h_{t-1} (a multiple of kRowsPerPass, x H, float), 16-byte aligned.
 __host__ __device__ inline int64_t weight_bytes(int64_t rows, int64_t H, int64_t elem) {
   return (rows * H * elem + 15) / 16 * 16;
 }
-__host__ __device__ inline int64_t smem_bytes(int64_t rows, int64_t H, int64_t elem) {
-  return weight_bytes(rows, H, elem) + kRowsPerPass * H * static_cast<int64_t>(sizeof(float));
+__host__ __device__ inline int64_t smem_bytes(int64_t rows, int64_t H, int64_t elem, int64_t staged) {
+  return weight_bytes(rows, H, elem) + staged * H * static_cast<int64_t>(sizeof(float));
+}
+
+// for (e = tid; e < n; e += nthreads) store(e, load(e)), with the loads of
+// kInFlight iterations issued before their stores: the loads come from L2 or
+// memory, and one at a time each thread would wait a full round trip per
+// element (a 64 x 512 h_{t-1} on 128 threads: 256 round trips a step).
+template <typename Load, typename Store>
+__device__ __forceinline__ void copy_overlapped(int64_t n, int64_t tid, int64_t nthreads, const Load& load,
+                                                const Store& store) {
+  constexpr int kInFlight = 8;
+  for (int64_t e0 = tid; e0 < n; e0 += kInFlight * nthreads) {
+    float v[kInFlight];
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) {
+      const int64_t e = e0 + i * nthreads;
+      v[i] = e < n ? load(e) : 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < kInFlight; ++i) {
+      const int64_t e = e0 + i * nthreads;
+      if (e < n) store(e, v[i]);
+    }
+  }
 }
 
 constexpr int64_t gates_of(SequenceCell c) {
@@ -107,8 +131,11 @@ __device__ __forceinline__ void cell_update(const SequenceForward& s, const floa
   }
 }
 
+// U: units per block; staged: rows of h_{t-1} staged in shared memory at a
+// time (a multiple of kRowsPerPass), so that a step waits on L2 once per
+// `staged` rows rather than once per pass.
 template <typename T, SequenceCell C>
-__global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
+__global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t staged) {
   constexpr int64_t NG = gates_of(C);
   extern __shared__ float4 smem_f4[];
   char* smem = reinterpret_cast<char*>(smem_f4);
@@ -122,10 +149,14 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
 
   // Row gate*U + u of w_sm is row gate*H + j0 + u of W_hh.
   const T* w_hh = static_cast<const T*>(s.w_hh);
-  for (int64_t e = tid; e < NG * U * H; e += nthreads) {
-    const int64_t r = e / H, k = e % H, gate = r / U, u = r % U;
-    w_sm[e] = u < units ? w_hh[(gate * H + j0 + u) * H + k] : from_acc<T>(0.0f);
-  }
+  // (Through float: exact for the three storage types.)
+  copy_overlapped(
+      NG * U * H, tid, nthreads,
+      [&](int64_t e) {
+        const int64_t r = e / H, k = e % H, gate = r / U, u = r % U;
+        return u < units ? to_acc(w_hh[(gate * H + j0 + u) * H + k]) : 0.0f;
+      },
+      [&](int64_t e, float v) { w_sm[e] = from_acc<T>(v); });
 
   const T* h0 = static_cast<const T*>(s.h0);
   const T* y = static_cast<const T*>(s.y);
@@ -136,10 +167,18 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
     const T* h_prev = step == 0 ? h0 : y + (s.reverse ? t + 1 : t - 1) * B * H;
     for (int64_t b0 = 0; b0 < B; b0 += kRowsPerPass) {
       const int64_t nb = B - b0 < kRowsPerPass ? B - b0 : kRowsPerPass;
-      __syncthreads();  // the previous pass is done with h_sm (and W is in place)
-      for (int64_t e = tid; e < kRowsPerPass * H; e += nthreads)
-        h_sm[e] = e < nb * H ? load_l2(h_prev + b0 * H + e) : 0.0f;
-      __syncthreads();
+      const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
+      if (s0 == 0) {
+        // Rows b0 .. b0+staged-1 (those that exist; zeros after them, up to a whole pass).
+        const int64_t ns = B - b0 < staged ? B - b0 : staged;
+        const int64_t fill = (ns + kRowsPerPass - 1) / kRowsPerPass * kRowsPerPass;
+        __syncthreads();  // the previous passes are done with h_sm (and W is in place)
+        copy_overlapped(
+            fill * H, tid, nthreads, [&](int64_t e) { return e < ns * H ? load_l2(h_prev + b0 * H + e) : 0.0f; },
+            [&](int64_t e, float v) { h_sm[e] = v; });
+        __syncthreads();
+      }
+      const float* h_pass = h_sm + s0 * H;
       if (warp < units) {
         const int64_t u = warp, j = j0 + u;
         float acc[kRowsPerPass][NG];
@@ -154,7 +193,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
           for (int64_t g = 0; g < NG; ++g) w[g] = to_acc(w0[g * U * H + k]);
 #pragma unroll
           for (int64_t r = 0; r < kRowsPerPass; ++r) {
-            const float hv = h_sm[r * H + k];
+            const float hv = h_pass[r * H + k];
 #pragma unroll
             for (int64_t g = 0; g < NG; ++g) acc[r][g] = fmaf(w[g], hv, acc[r][g]);
           }
@@ -167,7 +206,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U) {
             for (int64_t m = 16; m > 0; m /= 2) acc[r][g] += __shfl_xor_sync(kFullMask, acc[r][g], m);
 #pragma unroll
         for (int64_t r = 0; r < kRowsPerPass; ++r) {
-          if (lane == r && r < nb) cell_update<T, C>(s, acc[r], h_sm[r * H + j], t * B + b0 + r, b0 + r, j);
+          if (lane == r && r < nb) cell_update<T, C>(s, acc[r], h_pass[r * H + j], t * B + b0 + r, b0 + r, j);
         }
       }
     }
@@ -205,8 +244,13 @@ bool launch_persistent(const SequenceForward& s) {
   const int64_t U = (H + sms - 1) / sms;  // units per block: one block per multiprocessor at most
   if (U > kMaxUnits || 32 * U > attrs.maxThreadsPerBlock) return false;
   const int64_t blocks = (H + U - 1) / U, threads = 32 * U;
-  const int64_t smem = smem_bytes(gates_of(C) * U, H, sizeof(T));
-  if (smem > smem_optin) return false;
+  // h_{t-1} rows staged at a time: the whole batch where it fits beside W_hh's rows.
+  const int64_t rows = gates_of(C) * U, per_row = H * static_cast<int64_t>(sizeof(float));
+  const int64_t room = (smem_optin - weight_bytes(rows, H, sizeof(T))) / per_row / kRowsPerPass * kRowsPerPass;
+  const int64_t batch = (s.B + kRowsPerPass - 1) / kRowsPerPass * kRowsPerPass;
+  const int64_t staged = batch < room ? batch : room;
+  if (staged < kRowsPerPass) return false;
+  const int64_t smem = smem_bytes(rows, H, sizeof(T), staged);
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
       cudaSuccess) {
     cudaGetLastError();
@@ -220,8 +264,8 @@ bool launch_persistent(const SequenceForward& s) {
     return false;
   }
   SequenceForward args = s;
-  int64_t units = U;
-  void* params[] = {&args, &units};
+  int64_t units = U, staged_rows = staged;
+  void* params[] = {&args, &units, &staged_rows};
   const cudaError_t err = cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
       params, static_cast<size_t>(smem), static_cast<cudaStream_t>(s.stream));

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# The GPU check (`make gpu-check`), shaped for a short lease on a GPU machine
+# that has torch but no network: builds for this GPU's architecture only, then
+# runs in priority order, each stage under a share of one overall deadline so
+# that a slow stage cannot eat the ones after it:
+#   1. the CUDA tests (pytest -k cuda; in parallel when pytest-xdist is there)
+#   2. the quick comparison with cuDNN on the GEMM path
+#   3. the same on the opt-in persistent forward (RNN_EXT_CUDA_PATH=persistent)
+#   4. the CUDA tests again with RNN_EXT_CUDA_PATH=persistent
+#   5. compute-sanitizer memcheck and racecheck over the persistent kernel's tests
+# Logs and results go to a work folder; at the end they are packed into
+# $OUT/gpu-check.tgz with $OUT/summary.md beside it (OUT defaults to gpu-out/),
+# and the summary is printed last. Exit status: 1 if the build or a test stage
+# failed or the sanitizer reported errors, else 0. Nothing is installed.
+#
+# Packages the machine lacks can come as wheels in .whl/ (git-ignored):
+#   pip download --no-deps -d .whl expecttest
+# Variables: GPU_CHECK_DEADLINE (seconds for everything, default 540),
+# RNN_EXT_CUDA_ARCHS (default: this GPU's), PY (default python3), PYTEST_ARGS.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-python3}
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+WORK=$(mktemp -d)
+export PYTHONUNBUFFERED=1
+START=$(date +%s)
+DEADLINE=$((START + ${GPU_CHECK_DEADLINE:-540}))
+SUMMARY="$WORK/summary.md"
+FAILED=0
+
+elapsed() { echo $(($(date +%s) - START)); }
+# Seconds a stage may take: its cap, or what is left before the deadline minus a reserve for packing up.
+budget() { local left=$((DEADLINE - $(date +%s) - 15)); ((left < $1)) && echo $((left > 0 ? left : 0)) || echo "$1"; }
+note() { echo "$*" | tee -a "$SUMMARY"; }
+finish() {
+  note ""
+  note "total: $(elapsed) s"
+  tar -czf "$OUT/gpu-check.tgz" --exclude=./site -C "$WORK" . 2>/dev/null
+  cp "$SUMMARY" "$OUT/summary.md"
+  echo "===================== summary ($OUT/summary.md, logs in $OUT/gpu-check.tgz)"
+  cat "$SUMMARY"
+  exit "$FAILED"
+}
+# stage NAME CAP COMMAND...: runs COMMAND under `timeout`, logs to WORK/NAME.log, notes status and time.
+stage() {
+  local name=$1 cap=$2 t0 rc secs
+  shift 2
+  secs=$(budget "$cap")
+  if ((secs < 20)); then note "- $name: skipped, the deadline is near"; return 99; fi
+  t0=$(date +%s)
+  timeout --kill-after=10 "$secs" "$@" >"$WORK/$name.log" 2>&1
+  rc=$?
+  local status="ok"
+  ((rc == 124 || rc == 137)) && status="TIMED OUT after $secs s"
+  ((rc != 0 && rc != 124 && rc != 137)) && status="FAILED (rc $rc)"
+  note "- $name: $status, $(($(date +%s) - t0)) s"
+  return "$rc"
+}
+
+note "# rnn_ext GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+note ""
+{ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv,noheader 2>&1 || true; } |
+  sed 's/^/gpu: /' | tee -a "$SUMMARY"
+if ! "$PY" -c "import torch; assert torch.cuda.is_available()" 2>/dev/null; then
+  note "no CUDA device visible to $PY's torch: nothing to check"
+  FAILED=1
+  finish
+fi
+"$PY" - <<'PY' | tee -a "$SUMMARY"
+import torch
+p = torch.cuda.get_device_properties(0)
+print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}, "
+      f"{p.name}, sm_{p.major}{p.minor}, {p.multi_processor_count} SMs")
+PY
+# Wheels carried in .whl/ (packages the machine lacks, e.g. expecttest for
+# tests/test_module_db.py): installed into a scratch folder, not the system.
+if compgen -G ".whl/*.whl" >/dev/null; then
+  if "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" .whl/*.whl >"$WORK/wheels.log" 2>&1; then
+    export PYTHONPATH="$WORK/site${PYTHONPATH:+:$PYTHONPATH}"
+    note "wheels from .whl/: $(cd .whl && ls *.whl | tr '\n' ' ')"
+  else
+    note "wheels from .whl/: install failed (see wheels.log)"
+  fi
+fi
+ARCH=$("$PY" -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())")
+export RNN_EXT_CUDA_ARCHS=${RNN_EXT_CUDA_ARCHS:-$ARCH}
+note ""
+note "stages (RNN_EXT_CUDA_ARCHS=$RNN_EXT_CUDA_ARCHS):"
+
+if ! stage build 300 env FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" setup.py -q build_ext --inplace; then
+  tail -40 "$WORK/build.log" | tee -a "$SUMMARY"
+  FAILED=1
+  finish
+fi
+
+XDIST=""
+"$PY" -c "import xdist" 2>/dev/null && XDIST="-n 8"
+# Tests: a junit file each, and the tail of pytest's report in the summary.
+tests() {
+  local name=$1 cap=$2
+  shift 2
+  stage "$name" "$cap" env "$@" "$PY" -m pytest -q -p no:cacheprovider $XDIST -k cuda --junitxml="$WORK/$name.xml" \
+    ${PYTEST_ARGS:-} tests
+  local rc=$?
+  ((rc != 0 && rc != 99)) && FAILED=1
+  grep -E "^(FAILED|ERROR)" "$WORK/$name.log" | head -20 | tee -a "$SUMMARY"
+  tail -1 "$WORK/$name.log" | sed 's/^/  /' | tee -a "$SUMMARY"
+}
+bench() {
+  local name=$1 cap=$2
+  shift 2
+  stage "$name" "$cap" env "$@" "$PY" -m bench --grid gpu-quick --out "$WORK/$name"
+  if [ -f "$WORK/$name/results.md" ]; then cat "$WORK/$name/results.md" >>"$SUMMARY"
+  else tail -3 "$WORK/$name.log" | sed 's/^/  /' | tee -a "$SUMMARY"; fi
+}
+
+tests tests-gemm 240 RNN_EXT_CUDA_PATH=
+bench bench-gemm 90 RNN_EXT_CUDA_PATH=
+bench bench-persistent 90 RNN_EXT_CUDA_PATH=persistent
+tests tests-persistent 180 RNN_EXT_CUDA_PATH=persistent
+if command -v compute-sanitizer >/dev/null; then
+  for tool in memcheck racecheck; do
+    stage "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 3 --target-processes all \
+      "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_persistent.py -k "float32 and 7x3x5x20"
+    (($? == 3)) && FAILED=1
+    grep -E "ERROR SUMMARY|passed|failed" "$WORK/sanitizer-$tool.log" | tail -3 | sed 's/^/  /' | tee -a "$SUMMARY"
+  done
+fi
+finish
