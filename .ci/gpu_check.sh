@@ -8,6 +8,7 @@
 #   3. the same on the opt-in persistent forward (RNN_EXT_CUDA_PATH=persistent)
 #   4. the CUDA tests again with RNN_EXT_CUDA_PATH=persistent
 #   5. compute-sanitizer memcheck and racecheck over the persistent kernel's tests
+#   6. the persistent path's forwards over the whole gpu grid
 # Logs and results go to a work folder; at the end they are packed into
 # $OUT/gpu-check.tgz with $OUT/summary.md beside it (OUT defaults to gpu-out/),
 # and the summary is printed last. Exit status: 1 if the build or a test stage
@@ -109,16 +110,16 @@ tests() {
   tail -1 "$WORK/$name.log" | sed 's/^/  /' | tee -a "$SUMMARY"
 }
 bench() {
-  local name=$1 cap=$2
-  shift 2
-  stage "$name" "$cap" env "$@" "$PY" -m bench --grid gpu-quick --out "$WORK/$name"
+  local name=$1 cap=$2 grid=$3
+  shift 3
+  stage "$name" "$cap" env "$@" "$PY" -m bench --grid $grid --out "$WORK/$name"
   if [ -f "$WORK/$name/results.md" ]; then cat "$WORK/$name/results.md" >>"$SUMMARY"
   else tail -3 "$WORK/$name.log" | sed 's/^/  /' | tee -a "$SUMMARY"; fi
 }
 
 tests tests-gemm 240 RNN_EXT_CUDA_PATH=
-bench bench-gemm 90 RNN_EXT_CUDA_PATH=
-bench bench-persistent 90 RNN_EXT_CUDA_PATH=persistent
+bench bench-gemm 90 gpu-quick RNN_EXT_CUDA_PATH=
+bench bench-persistent 90 gpu-quick RNN_EXT_CUDA_PATH=persistent
 tests tests-persistent 180 RNN_EXT_CUDA_PATH=persistent
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
@@ -128,4 +129,6 @@ if command -v compute-sanitizer >/dev/null; then
     grep -E "ERROR SUMMARY|passed|failed" "$WORK/sanitizer-$tool.log" | tail -3 | sed 's/^/  /' | tee -a "$SUMMARY"
   done
 fi
+# The whole gpu grid's forwards on the persistent path (B = 1 to 256), 1 s a point.
+bench bench-persistent-grid-inference 120 "gpu --modes inference --budget 1" RNN_EXT_CUDA_PATH=persistent
 finish

@@ -14,8 +14,11 @@ pytestmark = pytest.mark.cuda
 
 CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 # (T, B, I, H): one unit per block and a partial batch pass; several units per block,
-# three batch passes and (on 108 or 132 multiprocessors) a last block with fewer units
-SHAPES = [(7, 3, 5, 20), (5, 19, 16, 299)]
+# three batch passes and (on 108 or 132 multiprocessors) a last block with fewer units;
+# two whole passes whose h_{t-1} rows are whole 16-byte pieces in every dtype (the
+# kernel's 16-byte staging loads: the first shape takes them in float32 only, the
+# second never)
+SHAPES = [(7, 3, 5, 20), (5, 19, 16, 299), (6, 16, 8, 64)]
 
 
 def persistent_ran(fn):
@@ -46,6 +49,24 @@ def max_errors(got, want):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("cell", CELLS)
 def test_persistent_forward_matches_nn(monkeypatch, cell, dtype, shape, bidirectional):
+    check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional)
+
+
+def test_batch_staged_in_parts(monkeypatch):
+    """A batch whose h_{t-1} rows do not all fit in shared memory beside W_hh's rows: the
+    kernel stages them in parts. T=3, B=40, H=1024 float32 LSTM on a GPU with 132 or more
+    multiprocessors and 227 KB of shared memory per block (H100, H200): 8 units, 128 KB of
+    W_hh per block, room for 24 rows."""
+    T, B, I, H = 3, 40, 8, 1024
+    p = torch.cuda.get_device_properties(0)
+    units = -(-H // p.multi_processor_count)
+    room = (p.shared_memory_per_block_optin - 4 * units * H * 4) // (H * 4) // 8 * 8
+    if not 8 <= room < B:
+        pytest.skip(f"{p.name}: room for {room} rows of h_(t-1) beside W_hh, not a part of the batch")
+    check_matches_nn(monkeypatch, "LSTM", torch.float32, (T, B, I, H), False)
+
+
+def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional):
     T, B, I, H = shape
     torch.manual_seed(0)
     ext, ref = make_pair(cell, I, H, 1, bidirectional, True, dtype=torch.float32)
