@@ -64,16 +64,16 @@ __host__ __device__ inline int64_t smem_bytes(int64_t rows, int64_t H, int64_t e
 template <typename Load, typename Store>
 __device__ __forceinline__ void copy_overlapped(int64_t n, int64_t tid, int64_t nthreads, const Load& load,
                                                 const Store& store) {
-  constexpr int kInFlight = 8;
+  constexpr int64_t kInFlight = 8;
   for (int64_t e0 = tid; e0 < n; e0 += kInFlight * nthreads) {
     float v[kInFlight];
 #pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
+    for (int64_t i = 0; i < kInFlight; ++i) {
       const int64_t e = e0 + i * nthreads;
       v[i] = e < n ? load(e) : 0.0f;
     }
 #pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
+    for (int64_t i = 0; i < kInFlight; ++i) {
       const int64_t e = e0 + i * nthreads;
       if (e < n) store(e, v[i]);
     }
@@ -114,18 +114,18 @@ __device__ __forceinline__ void stage_rows(float* dst, const T* src, int64_t n, 
         [&](int64_t e, float v) { dst[e] = v; });
     return;
   }
-  constexpr int kInFlight = 4;
+  constexpr int64_t kInFlight = 4;
   const uint4* src16 = reinterpret_cast<const uint4*>(src);
   const int64_t pieces = n / V;
   for (int64_t e0 = tid; e0 < pieces; e0 += kInFlight * nthreads) {
     uint4 v[kInFlight];
 #pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
+    for (int64_t i = 0; i < kInFlight; ++i) {
       const int64_t e = e0 + i * nthreads;
       if (e < pieces) v[i] = __ldcg(src16 + e);
     }
 #pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
+    for (int64_t i = 0; i < kInFlight; ++i) {
       const int64_t e = e0 + i * nthreads;
       if (e < pieces) to_floats(v[i], dst + e * V, src);
     }
