@@ -5,9 +5,9 @@
 # that a slow stage cannot eat the ones after it:
 #   1. the CUDA tests (pytest -k cuda; in parallel when pytest-xdist is there)
 #   2. the quick comparison with cuDNN on the GEMM path
-#   3. the same on the opt-in persistent forward (RNN_EXT_CUDA_PATH=persistent)
+#   3. the same on the opt-in persistent kernels (RNN_EXT_CUDA_PATH=persistent)
 #   4. the CUDA tests again with RNN_EXT_CUDA_PATH=persistent
-#   5. compute-sanitizer memcheck and racecheck over the persistent kernel's tests
+#   5. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
 #   6. the persistent path's forwards over the whole gpu grid
 # Logs and results go to a work folder; at the end they are packed into
 # $OUT/gpu-check.tgz with $OUT/summary.md beside it (OUT defaults to gpu-out/),

@@ -126,9 +126,11 @@ struct Kernels {
 };
 
 #ifdef RNN_EXT_WITH_CUDA
-// RNN_EXT_CUDA_PATH=persistent (read per call) runs the CUDA forwards that fit
-// through the single-launch kernel (csrc/cuda/persistent_forward.cu): not
-// packed, no projection, not float64; anything else keeps the GEMM path.
+// RNN_EXT_CUDA_PATH=persistent (read per call) runs the CUDA forwards and
+// backward recurrences that fit through the single-launch kernels
+// (csrc/cuda/persistent_forward.cu, persistent_backward.cu): not packed, no
+// projection, not float64; anything else keeps the GEMM path. Each direction
+// chooses on its own (the workspace layout is the same on both paths).
 // Opt-in until it has run on a GPU.
 bool persistent_wanted(const Tensor& x, const Schedule& s) {
   const char* env = std::getenv("RNN_EXT_CUDA_PATH");
@@ -162,6 +164,37 @@ SequenceArgs sequence_args(SequenceCell cell, const Schedule& s, int64_t H, cons
   a.w_hh = args.w_hh.data_ptr();
   a.h0 = args.h0.data_ptr();
   a.y = y.data_ptr();
+  a.stream = stream;
+  return args;
+}
+
+// The backward's arguments for every cell (csrc/cuda/persistent_backward.cu),
+// with the dense copies of W_hh and h0 they point to (as SequenceArgs). gy, y
+// and ws are dense (N, .) matrices; ws undefined for RNN.
+struct SequenceBackwardArgs {
+  SequenceBackward a{};
+  Tensor w_hh, h0;
+};
+SequenceBackwardArgs sequence_backward_args(SequenceCell cell, const Schedule& s, int64_t H, const Tensor& w_hh,
+                                            const Tensor& h0, const Tensor& gy, const Tensor& y, const Tensor& ws,
+                                            const Tensor& dh_state, const Tensor& d_gates, void* stream) {
+  SequenceBackwardArgs args;
+  args.w_hh = w_hh.contiguous();
+  args.h0 = h0.contiguous();
+  SequenceBackward& a = args.a;
+  a.cell = cell;
+  a.dtype = to_dtype(gy.scalar_type());
+  a.T = s.T;
+  a.B = s.B;
+  a.hidden = H;
+  a.reverse = s.reverse;
+  a.w_hh = args.w_hh.data_ptr();
+  a.grad_y = gy.data_ptr();
+  a.y = y.data_ptr();
+  a.h0 = args.h0.data_ptr();
+  a.workspace = opt_ptr(ws);
+  a.grad_h = dh_state.data_ptr();
+  a.grad_gates = d_gates.data_ptr();
   a.stream = stream;
   return args;
 }
@@ -658,9 +691,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
     fused::backward_and_weight_grads(b, &wg.args, 1);
   }
+  bool done = fuse;  // every step's gate gradients, dh_state and dc_state are final
+#ifdef RNN_EXT_WITH_CUDA
+  if (!done && !proj && persistent_wanted(input, s)) {
+    SequenceBackwardArgs args =
+        sequence_backward_args(SequenceCell::kLstm, s, H, w_hh, h0, gy, y2d, ws, dh_state, d_gates, k.stream);
+    args.a.c0 = c0_acc.data_ptr();
+    args.a.grad_c = dc_state.data_ptr();
+    done = sequence_backward_cuda(args.a);
+  }
+#endif
 
-  // stepwise path (skipped when the fused kernel already ran every step)
-  for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
+  // stepwise path (skipped when the fused or persistent kernel already ran every step)
+  for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     const int64_t n = s.inherited(step);
@@ -831,8 +874,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   }
 
   // stepwise path (skipped when the fused kernel already ran every step)
+  bool done = fuse;  // every step's gate gradients and dh_state are final
+#ifdef RNN_EXT_WITH_CUDA
+  if (!done && persistent_wanted(input, s)) {
+    const Tensor y2d = mat(output, s.N, H);  // (a copy when output is not dense: it must outlive the launch)
+    SequenceBackwardArgs args =
+        sequence_backward_args(SequenceCell::kGru, s, H, w_hh, h0, gy, y2d, ws, dh_state, dg_ih, k.stream);
+    args.a.grad_gates_hh = dg_hh.data_ptr();
+    done = sequence_backward_cuda(args.a);
+  }
+#endif
   const Tensor h_prev = fuse ? Tensor() : previous_hidden(s, mat(output, s.N, H), h0.contiguous());
-  for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
+  for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     GruBackwardStep a{};
@@ -975,8 +1028,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
     fused::backward_and_weight_grads(b, &wg.args, 1);
   }
-  // stepwise path (skipped when the fused kernel already ran every step)
-  for (int64_t step = fuse ? -1 : s.T - 1; step >= 0; --step) {
+  bool done = fuse;  // every step's gate gradients and dh_state are final
+#ifdef RNN_EXT_WITH_CUDA
+  if (!done && persistent_wanted(input, s)) {
+    const SequenceBackwardArgs args =
+        sequence_backward_args(relu ? SequenceCell::kRnnRelu : SequenceCell::kRnnTanh, s, H, w_hh, h0, gy, y2d,
+                               Tensor(), dh_state, d_gates, k.stream);
+    done = sequence_backward_cuda(args.a);
+  }
+#endif
+  // stepwise path (skipped when the fused or persistent kernel already ran every step)
+  for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
     RnnBackwardStep a{};

@@ -1,8 +1,9 @@
-"""The single-launch CUDA forward (csrc/cuda/persistent_forward.cu), opt-in through
-RNN_EXT_CUDA_PATH=persistent: outputs, final states and every gradient (the backward runs
-the GEMM path on the workspace the persistent kernel wrote) against torch.nn in float64;
-the profiler shows that the kernel ran; two runs agree bitwise; shapes it does not serve
-fall back to the GEMM path. GPU only: every test here carries the cuda mark."""
+"""The single-launch CUDA kernels (csrc/cuda/persistent_forward.cu, persistent_backward.cu),
+opt-in through RNN_EXT_CUDA_PATH=persistent: outputs, final states and every gradient against
+torch.nn in float64; the profiler shows that both kernels ran; two runs agree bitwise; a
+forward on one path and its backward on the other agree with both on one path (the workspace
+layout is shared); shapes they do not serve fall back to the GEMM path. GPU only: every test
+here carries the cuda mark."""
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -21,11 +22,11 @@ CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 SHAPES = [(7, 3, 5, 20), (5, 19, 16, 299), (6, 16, 8, 64)]
 
 
-def persistent_ran(fn):
+def persistent_ran(fn, kernel="persistent_forward_kernel"):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return any("persistent_forward_kernel" in e.name for e in prof.events())
+    return any(kernel in e.name for e in prof.events())
 
 
 def run(module, x, hx):
@@ -86,6 +87,7 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional):
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     got = run(ext, *leaves("cuda", dtype))
     assert persistent_ran(lambda: ext(*leaves("cuda", dtype)))
+    assert persistent_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_kernel")
     again = run(ext, *leaves("cuda", dtype))
     assert all(torch.equal(a, b) for a, b in zip(got, again)), "two runs differ"
     errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
@@ -111,3 +113,27 @@ def test_packed_and_double_fall_back(monkeypatch):
     assert not persistent_ran(lambda: ext(x.double()))
     ext.float()
     assert persistent_ran(lambda: ext(x))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_forward_and_backward_on_different_paths(monkeypatch, cell):
+    """The variable is read per op call: a forward on one path with its backward on the other
+    gives the gradients of both on one path (float32, to 1e-5 of the largest)."""
+    T, B, I, H = 5, 19, 16, 299
+    torch.manual_seed(0)
+    ext, _ = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
+    ext = ext.cuda()
+    x = torch.randn(T, B, I, device="cuda")
+
+    def grads(forward_path, backward_path):
+        monkeypatch.setenv("RNN_EXT_CUDA_PATH", forward_path)
+        xg = x.clone().requires_grad_()
+        out, _ = ext(xg)
+        monkeypatch.setenv("RNN_EXT_CUDA_PATH", backward_path)
+        loss = (out * torch.linspace(-1, 1, out.numel(), device="cuda").view_as(out)).sum()
+        return [g.double().cpu() for g in torch.autograd.grad(loss, [xg, *ext.parameters()])]
+
+    both_gemm = grads("", "")
+    for paths in (("persistent", ""), ("", "persistent"), ("persistent", "persistent")):
+        errors = max_errors(grads(*paths), both_gemm)
+        assert max(errors) <= 1e-5, (paths, errors)

@@ -38,7 +38,8 @@ import rnn_ext
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["csrc/cpu/cells_cpu.cpp", "csrc/cpu/fast_math.h", "csrc/cpu/fused_cpu.cpp", "csrc/cpu/fused_cpu.h",
-           "csrc/cuda/cells_cuda.cu", "csrc/cuda/persistent_forward.cu", "csrc/cuda/scalar_math.cuh", "csrc/common/cell_steps.h",
+           "csrc/cuda/cells_cuda.cu", "csrc/cuda/persistent_forward.cu", "csrc/cuda/persistent_backward.cu",
+           "csrc/cuda/persistent_common.cuh", "csrc/cuda/scalar_math.cuh", "csrc/common/cell_steps.h",
            "csrc/recurrence.cpp"]
 
 # 32-bit or narrower integer types that must not hold sizes, offsets or indices.
@@ -61,12 +62,12 @@ ALLOWLIST = [
     ("fused_cpu.cpp", r"static_cast<int>\(std::max<int64_t>\(1, std::min<int64_t>\(\{threads,", "thread count, <= threads"),
     ("fused_cpu.cpp", r"return static_cast<int>\(std::max<int64_t>\(1, n\)\);", "thread count, <= max_threads"),
     ("recurrence.cpp", r"\bint fused_threads\(\)", "thread count (at::get_num_threads)"),
-    ("persistent_forward.cu", r"^constexpr unsigned kFullMask = 0xffffffffu;$", "warp lane mask"),
-    ("persistent_forward.cu", r"__ldcg\(reinterpret_cast<const unsigned short\*>\(p\)\)", "the 16 bits of one half/bfloat16"),
-    ("persistent_forward.cu", r"^int (device = 0, sms = 0, smem_optin = 0, cooperative = 0|per_sm = 0);$",
+    ("persistent_common.cuh", r"^constexpr unsigned kFullMask = 0xffffffffu;$", "warp lane mask"),
+    ("persistent_common.cuh", r"__ldcg\(reinterpret_cast<const unsigned short\*>\(p\)\)", "the 16 bits of one half/bfloat16"),
+    ("persistent_common.cuh", r"^int (device = 0, sms = 0, smem_optin = 0, cooperative = 0|per_sm = 0|sms = 0, device = 0);$",
      "device attributes and occupancy, as the CUDA runtime returns them"),
-    ("persistent_forward.cu", r"static_cast<int>\((smem|threads)\)", "shared bytes (<= the opt-in limit) and threads (<= 1024) for the runtime API"),
-    ("persistent_forward.cu", r"dim3\(static_cast<unsigned>\(blocks\)\), dim3\(static_cast<unsigned>\(threads\)\)",
+    ("persistent_common.cuh", r"static_cast<int>\((smem|threads)\)", "shared bytes (<= the opt-in limit) and threads (<= 1024) for the runtime API"),
+    ("persistent_common.cuh", r"dim3\(static_cast<unsigned>\(blocks\)\), dim3\(static_cast<unsigned>\(threads\)\)",
      "launch shape: blocks <= multiprocessors, threads <= 1024"),
 ]
 

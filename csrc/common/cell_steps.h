@@ -149,6 +149,32 @@ struct SequenceForward {
 // inside CUDA-graph capture).
 bool sequence_forward_cuda(const SequenceForward& s);
 
+// The backward recurrence of a whole layer-direction in one launch
+// (csrc/cuda/persistent_backward.cu), for the same calls as SequenceForward
+// (and a workspace of the layout above, from either CUDA path). The loop runs
+// the forward's steps in reverse. Writes the gate gradients of every row
+// (for the weight and input gradients after it), dL/dh0 and (LSTM) dL/dc0.
+struct SequenceBackward {
+  SequenceCell cell;
+  DType dtype;
+  int64_t T, B, hidden;
+  bool reverse;
+  const void* w_hh;       // scalar (G, H), dense
+  const void* grad_y;     // scalar (T*B, H): dL/dh_t from the layer's output
+  const void* y;          // scalar (T*B, H): h_t from the forward
+  const void* h0;         // scalar (B, H)
+  const void* c0;         // LSTM: acc (B, H)
+  const void* workspace;  // acc: LSTM (T*B, 5H) [i f g o | c_t], GRU (T*B, 4H) [r z n | hn]
+  void* grad_h;           // scalar (B, H): dL/dh_n in, dL/dh0 out
+  void* grad_c;           // LSTM: acc (B, H): dL/dc_n in, dL/dc0 out
+  void* grad_gates;       // scalar (T*B, G): dL/d(pre-activations) (GRU: of the x side)
+  void* grad_gates_hh;    // GRU: scalar (T*B, 3H): dL/d(W_hh h + b_hh)
+  void* stream;
+};
+// Runs it and returns true, or returns false without launching anything when
+// the shape does not fit (as sequence_forward_cuda).
+bool sequence_backward_cuda(const SequenceBackward& s);
+
 }  // namespace rnn_ext
 
 namespace rnn_ext {

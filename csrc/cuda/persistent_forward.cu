@@ -19,6 +19,7 @@
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
 #include "common/cell_steps.h"
+#include "cuda/persistent_common.cuh"
 #include "cuda/scalar_math.cuh"
 
 #include <cooperative_groups.h>
@@ -27,114 +28,16 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <stdexcept>
-#include <string>
 
 namespace rnn_ext {
 namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int64_t kRowsPerPass = 8;   // batch rows per pass: gates * 8 accumulators per lane
-constexpr int64_t kMaxUnits = 32;     // units per block, one warp each: at most 1024 threads
-constexpr unsigned kFullMask = 0xffffffffu;
-
-// h_{t-1}, written by other blocks during this launch: read from L2.
-__device__ __forceinline__ float load_l2(const float* p) { return __ldcg(p); }
-__device__ __forceinline__ float load_l2(const __half* p) {
-  return __half2float(__ushort_as_half(__ldcg(reinterpret_cast<const unsigned short*>(p))));
-}
-__device__ __forceinline__ float load_l2(const __nv_bfloat16* p) {
-  return __bfloat162float(__ushort_as_bfloat16(__ldcg(reinterpret_cast<const unsigned short*>(p))));
-}
-
 // Dynamic shared memory: W_hh's rows of this block (NG*U x H, storage type),
 // then `staged` rows of h_{t-1} (a multiple of kRowsPerPass, x H, float), 16-byte aligned.
 __host__ __device__ inline int64_t weight_bytes(int64_t rows, int64_t H, int64_t elem) {
-  return (rows * H * elem + 15) / 16 * 16;
-}
-__host__ __device__ inline int64_t smem_bytes(int64_t rows, int64_t H, int64_t elem, int64_t staged) {
-  return weight_bytes(rows, H, elem) + staged * H * static_cast<int64_t>(sizeof(float));
-}
-
-// for (e = tid; e < n; e += nthreads) store(e, load(e)), with the loads of
-// kInFlight iterations issued before their stores: the loads come from L2 or
-// memory, and one at a time each thread would wait a full round trip per
-// element (a 64 x 512 h_{t-1} on 128 threads: 256 round trips a step).
-template <typename Load, typename Store>
-__device__ __forceinline__ void copy_overlapped(int64_t n, int64_t tid, int64_t nthreads, const Load& load,
-                                                const Store& store) {
-  constexpr int64_t kInFlight = 8;
-  for (int64_t e0 = tid; e0 < n; e0 += kInFlight * nthreads) {
-    float v[kInFlight];
-#pragma unroll
-    for (int64_t i = 0; i < kInFlight; ++i) {
-      const int64_t e = e0 + i * nthreads;
-      v[i] = e < n ? load(e) : 0.0f;
-    }
-#pragma unroll
-    for (int64_t i = 0; i < kInFlight; ++i) {
-      const int64_t e = e0 + i * nthreads;
-      if (e < n) store(e, v[i]);
-    }
-  }
-}
-
-// 16 bytes of storage-type values as floats: 4 float, or 8 half / bfloat16.
-__device__ __forceinline__ void to_floats(const uint4& v, float* out, const float*) {
-  *reinterpret_cast<float4*>(out) =
-      make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));
-}
-__device__ __forceinline__ void to_floats(const uint4& v, float* out, const __half*) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
-  const float2 a = __half22float2(h[0]), b = __half22float2(h[1]), c = __half22float2(h[2]), d = __half22float2(h[3]);
-  reinterpret_cast<float4*>(out)[0] = make_float4(a.x, a.y, b.x, b.y);
-  reinterpret_cast<float4*>(out)[1] = make_float4(c.x, c.y, d.x, d.y);
-}
-__device__ __forceinline__ void to_floats(const uint4& v, float* out, const __nv_bfloat16*) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-  const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]), c = __bfloat1622float2(h[2]),
-               d = __bfloat1622float2(h[3]);
-  reinterpret_cast<float4*>(out)[0] = make_float4(a.x, a.y, b.x, b.y);
-  reinterpret_cast<float4*>(out)[1] = make_float4(c.x, c.y, d.x, d.y);
-}
-
-// dst[0, fill) = src[0, n) as float through L2, then zeros (n <= fill). With a
-// 16-byte aligned src of whole 16-byte pieces (H a multiple of 4 float or 8
-// half values, the usual case), 16-byte loads, four in flight per thread: a
-// 16 x 768 bfloat16 h_{t-1} is then one round trip per thread on 192 threads;
-// else one element per load, eight in flight. dst is 16-byte aligned.
-template <typename T>
-__device__ __forceinline__ void stage_rows(float* dst, const T* src, int64_t n, int64_t fill, int64_t tid,
-                                           int64_t nthreads) {
-  constexpr int64_t V = 16 / sizeof(T);
-  if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || n % V != 0) {
-    copy_overlapped(
-        fill, tid, nthreads, [&](int64_t e) { return e < n ? load_l2(src + e) : 0.0f; },
-        [&](int64_t e, float v) { dst[e] = v; });
-    return;
-  }
-  constexpr int64_t kInFlight = 4;
-  const uint4* src16 = reinterpret_cast<const uint4*>(src);
-  const int64_t pieces = n / V;
-  for (int64_t e0 = tid; e0 < pieces; e0 += kInFlight * nthreads) {
-    uint4 v[kInFlight];
-#pragma unroll
-    for (int64_t i = 0; i < kInFlight; ++i) {
-      const int64_t e = e0 + i * nthreads;
-      if (e < pieces) v[i] = __ldcg(src16 + e);
-    }
-#pragma unroll
-    for (int64_t i = 0; i < kInFlight; ++i) {
-      const int64_t e = e0 + i * nthreads;
-      if (e < pieces) to_floats(v[i], dst + e * V, src);
-    }
-  }
-  for (int64_t e = n + tid; e < fill; e += nthreads) dst[e] = 0.0f;
-}
-
-constexpr int64_t gates_of(SequenceCell c) {
-  return c == SequenceCell::kLstm ? 4 : c == SequenceCell::kGru ? 3 : 1;
+  return round_up(rows * H * elem, 16);
 }
 
 // The gate math of one (row, unit), as the per-step kernels of cells_cuda.cu
@@ -195,10 +98,8 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
   const int64_t H = s.hidden, B = s.B;
   T* w_sm = reinterpret_cast<T*>(smem);
   float* h_sm = reinterpret_cast<float*>(smem + weight_bytes(NG * U, H, sizeof(T)));
-  const int64_t j0 = static_cast<int64_t>(blockIdx.x) * U;
-  const int64_t units = H - j0 < U ? H - j0 : U;  // the last block may own fewer
-  const int64_t tid = threadIdx.x, nthreads = blockDim.x;
-  const int64_t warp = tid / 32, lane = tid % 32;
+  const BlockUnits me(U, H);
+  const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp, lane = me.lane;
 
   // Row gate*U + u of w_sm is row gate*H + j0 + u of W_hh.
   const T* w_hh = static_cast<const T*>(s.w_hh);
@@ -266,90 +167,18 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
 }
 
 template <typename T, SequenceCell C>
-bool launch_persistent(const SequenceForward& s) {
-  const int64_t H = s.hidden;
-  int device = 0, sms = 0, smem_optin = 0, cooperative = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
-    cudaGetLastError();  // clear it: the GEMM path runs instead
-    return false;
+struct ForwardLaunch {
+  static bool run(const SequenceForward& s) {
+    const int64_t H = s.hidden;
+    // W_hh's rows of the block's units; then h_{t-1} rows as float.
+    return launch_persistent_kernel(
+        &persistent_forward_kernel<T, C>, s, [&](int64_t U) { return weight_bytes(gates_of(C) * U, H, sizeof(T)); },
+        H * static_cast<int64_t>(sizeof(float)), "sequence_forward_cuda");
   }
-  if (!cooperative || sms <= 0) return false;
-  // Not inside CUDA-graph capture (torch.compile's reduce-overhead mode): the
-  // GEMM path is known to capture; a cooperative launch is not relied on there.
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(s.stream), &capture) != cudaSuccess ||
-      capture != cudaStreamCaptureStatusNone) {
-    cudaGetLastError();
-    return false;
-  }
-  auto kernel = &persistent_forward_kernel<T, C>;
-  // One warp per unit: the kernel's registers bound the warps of a block.
-  cudaFuncAttributes attrs{};
-  if (cudaFuncGetAttributes(&attrs, kernel) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  const int64_t U = (H + sms - 1) / sms;  // units per block: one block per multiprocessor at most
-  if (U > kMaxUnits || 32 * U > attrs.maxThreadsPerBlock) return false;
-  const int64_t blocks = (H + U - 1) / U, threads = 32 * U;
-  // h_{t-1} rows staged at a time: the whole batch where it fits beside W_hh's rows.
-  const int64_t rows = gates_of(C) * U, per_row = H * static_cast<int64_t>(sizeof(float));
-  const int64_t room = (smem_optin - weight_bytes(rows, H, sizeof(T))) / per_row / kRowsPerPass * kRowsPerPass;
-  const int64_t batch = (s.B + kRowsPerPass - 1) / kRowsPerPass * kRowsPerPass;
-  const int64_t staged = batch < room ? batch : room;
-  if (staged < kRowsPerPass) return false;
-  const int64_t smem = smem_bytes(rows, H, sizeof(T), staged);
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
-      cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(threads),
-                                                    static_cast<size_t>(smem)) != cudaSuccess ||
-      static_cast<int64_t>(per_sm) * sms < blocks) {
-    cudaGetLastError();
-    return false;
-  }
-  SequenceForward args = s;
-  int64_t units = U, staged_rows = staged;
-  void* params[] = {&args, &units, &staged_rows};
-  const cudaError_t err = cudaLaunchCooperativeKernel(
-      reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
-      params, static_cast<size_t>(smem), static_cast<cudaStream_t>(s.stream));
-  if (err == cudaSuccess) return true;
-  cudaGetLastError();  // not left for an unrelated later check to report
-  // Fewer multiprocessors usable than the device has (MPS limits, green contexts):
-  // the GEMM path runs instead.
-  if (err == cudaErrorCooperativeLaunchTooLarge) return false;
-  throw std::runtime_error(std::string("sequence_forward_cuda: cooperative launch failed: ") +
-                           cudaGetErrorString(err));
-}
-
-template <typename T>
-bool launch_for_cell(const SequenceForward& s) {
-  switch (s.cell) {
-    case SequenceCell::kLstm: return launch_persistent<T, SequenceCell::kLstm>(s);
-    case SequenceCell::kGru: return launch_persistent<T, SequenceCell::kGru>(s);
-    case SequenceCell::kRnnTanh: return launch_persistent<T, SequenceCell::kRnnTanh>(s);
-    case SequenceCell::kRnnRelu: return launch_persistent<T, SequenceCell::kRnnRelu>(s);
-  }
-  return false;
-}
+};
 
 }  // namespace
 
-bool sequence_forward_cuda(const SequenceForward& s) {
-  if (s.T <= 0 || s.B <= 0 || s.hidden <= 0) return false;
-  switch (s.dtype) {
-    case DType::kFloat: return launch_for_cell<float>(s);
-    case DType::kHalf: return launch_for_cell<__half>(s);
-    case DType::kBFloat16: return launch_for_cell<__nv_bfloat16>(s);
-    default: return false;
-  }
-}
+bool sequence_forward_cuda(const SequenceForward& s) { return run_persistent<ForwardLaunch>(s); }
 
 }  // namespace rnn_ext

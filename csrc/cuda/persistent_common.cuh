@@ -1,0 +1,241 @@
+// What the persistent kernels (persistent_forward.cu, persistent_backward.cu)
+// share: reads through L2 of data other blocks wrote during the launch,
+// copies with several loads in flight, and the cooperative launch with its
+// fit checks. CUDA headers only.
+#pragma once
+#include "common/cell_steps.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace rnn_ext {
+namespace {
+
+constexpr int64_t kRowsPerPass = 8;  // batch rows a warp sums at once (accumulators per lane)
+constexpr int64_t kMaxUnits = 32;    // units per block, one warp each: at most 1024 threads
+constexpr unsigned kFullMask = 0xffffffffu;
+
+constexpr int64_t gates_of(SequenceCell c) { return c == SequenceCell::kLstm ? 4 : c == SequenceCell::kGru ? 3 : 1; }
+
+__host__ __device__ inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
+
+// Data written by other blocks during this launch: read from L2 (__ldcg:
+// never a stale L1 line).
+__device__ __forceinline__ float load_l2(const float* p) { return __ldcg(p); }
+__device__ __forceinline__ float load_l2(const __half* p) {
+  return __half2float(__ushort_as_half(__ldcg(reinterpret_cast<const unsigned short*>(p))));
+}
+__device__ __forceinline__ float load_l2(const __nv_bfloat16* p) {
+  return __bfloat162float(__ushort_as_bfloat16(__ldcg(reinterpret_cast<const unsigned short*>(p))));
+}
+
+// for (e = tid; e < n; e += nthreads) store(e, load(e)), with the loads of
+// kInFlight iterations issued before their stores: the loads come from L2 or
+// memory, and one at a time each thread would wait a full round trip per
+// element (a 64 x 512 h_{t-1} on 128 threads: 256 round trips a step).
+template <typename Load, typename Store>
+__device__ __forceinline__ void copy_overlapped(int64_t n, int64_t tid, int64_t nthreads, const Load& load,
+                                                const Store& store) {
+  constexpr int64_t kInFlight = 8;
+  for (int64_t e0 = tid; e0 < n; e0 += kInFlight * nthreads) {
+    float v[kInFlight];
+#pragma unroll
+    for (int64_t i = 0; i < kInFlight; ++i) {
+      const int64_t e = e0 + i * nthreads;
+      v[i] = e < n ? load(e) : 0.0f;
+    }
+#pragma unroll
+    for (int64_t i = 0; i < kInFlight; ++i) {
+      const int64_t e = e0 + i * nthreads;
+      if (e < n) store(e, v[i]);
+    }
+  }
+}
+
+// 16 bytes of storage-type values as floats: 4 float, or 8 half / bfloat16.
+__device__ __forceinline__ void to_floats(const uint4& v, float* out, const float*) {
+  *reinterpret_cast<float4*>(out) =
+      make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));
+}
+__device__ __forceinline__ void to_floats(const uint4& v, float* out, const __half*) {
+  const __half2* h = reinterpret_cast<const __half2*>(&v);
+  const float2 a = __half22float2(h[0]), b = __half22float2(h[1]), c = __half22float2(h[2]), d = __half22float2(h[3]);
+  reinterpret_cast<float4*>(out)[0] = make_float4(a.x, a.y, b.x, b.y);
+  reinterpret_cast<float4*>(out)[1] = make_float4(c.x, c.y, d.x, d.y);
+}
+__device__ __forceinline__ void to_floats(const uint4& v, float* out, const __nv_bfloat16*) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+  const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]), c = __bfloat1622float2(h[2]),
+               d = __bfloat1622float2(h[3]);
+  reinterpret_cast<float4*>(out)[0] = make_float4(a.x, a.y, b.x, b.y);
+  reinterpret_cast<float4*>(out)[1] = make_float4(c.x, c.y, d.x, d.y);
+}
+
+// dst[0, fill) = src[0, n) as float through L2, then zeros (n <= fill). With a
+// 16-byte aligned src of whole 16-byte pieces (rows of a multiple of 4 float
+// or 8 half values, the usual case), 16-byte loads, four in flight per
+// thread: a 16 x 768 bfloat16 h_{t-1} is then one round trip per thread on
+// 192 threads; else one element per load, eight in flight. dst is 16-byte
+// aligned.
+template <typename T>
+__device__ __forceinline__ void stage_rows(float* dst, const T* src, int64_t n, int64_t fill, int64_t tid,
+                                           int64_t nthreads) {
+  constexpr int64_t V = 16 / sizeof(T);
+  if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || n % V != 0) {
+    copy_overlapped(
+        fill, tid, nthreads, [&](int64_t e) { return e < n ? load_l2(src + e) : 0.0f; },
+        [&](int64_t e, float v) { dst[e] = v; });
+    return;
+  }
+  constexpr int64_t kInFlight = 4;
+  const uint4* src16 = reinterpret_cast<const uint4*>(src);
+  const int64_t pieces = n / V;
+  for (int64_t e0 = tid; e0 < pieces; e0 += kInFlight * nthreads) {
+    uint4 v[kInFlight];
+#pragma unroll
+    for (int64_t i = 0; i < kInFlight; ++i) {
+      const int64_t e = e0 + i * nthreads;
+      if (e < pieces) v[i] = __ldcg(src16 + e);
+    }
+#pragma unroll
+    for (int64_t i = 0; i < kInFlight; ++i) {
+      const int64_t e = e0 + i * nthreads;
+      if (e < pieces) to_floats(v[i], dst + e * V, src);
+    }
+  }
+  for (int64_t e = n + tid; e < fill; e += nthreads) dst[e] = 0.0f;
+}
+
+// This block's hidden units j0 .. j0+units-1 (the last block may own fewer
+// than U) and this thread's place in the block.
+struct BlockUnits {
+  int64_t j0, units, tid, nthreads, warp, lane;
+  __device__ BlockUnits(int64_t U, int64_t H)
+      : j0(static_cast<int64_t>(blockIdx.x) * U), units(H - j0 < U ? H - j0 : U), tid(threadIdx.x),
+        nthreads(blockDim.x), warp(tid / 32), lane(tid % 32) {}
+};
+
+// The device a persistent kernel would run on, or false (with any error
+// cleared, so that the GEMM path runs instead): no cooperative launch, or the
+// stream is being captured into a CUDA graph (torch.compile's reduce-overhead
+// mode: the GEMM path is known to capture; a cooperative launch is not relied
+// on there).
+struct PersistentDevice {
+  int64_t sms = 0, smem_optin = 0;
+};
+inline bool persistent_device(void* stream, PersistentDevice* d) {
+  int device = 0, sms = 0, smem_optin = 0, cooperative = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  if (!cooperative || sms <= 0) return false;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &capture) != cudaSuccess ||
+      capture != cudaStreamCaptureStatusNone) {
+    cudaGetLastError();
+    return false;
+  }
+  d->sms = sms;
+  d->smem_optin = smem_optin;
+  return true;
+}
+
+// The most threads a block of `kernel` can have (its registers bound it), or 0.
+template <typename Kernel>
+inline int64_t max_threads(Kernel kernel) {
+  cudaFuncAttributes attrs{};
+  if (cudaFuncGetAttributes(&attrs, kernel) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return attrs.maxThreadsPerBlock;
+}
+
+// Launches `kernel` cooperatively (every block resident at once, as its grid
+// barriers need) and returns true; returns false without launching when that
+// many blocks cannot be resident at once. Other launch errors throw.
+template <typename Kernel>
+inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem, void** params,
+                               void* stream, const char* what) {
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  int per_sm = 0;
+  int sms = 0, device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(threads),
+                                                    static_cast<size_t>(smem)) != cudaSuccess ||
+      static_cast<int64_t>(per_sm) * sms < blocks) {
+    cudaGetLastError();
+    return false;
+  }
+  const cudaError_t err = cudaLaunchCooperativeKernel(
+      reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
+      params, static_cast<size_t>(smem), static_cast<cudaStream_t>(stream));
+  if (err == cudaSuccess) return true;
+  cudaGetLastError();  // not left for an unrelated later check to report
+  // Fewer multiprocessors usable than the device has (MPS limits, green
+  // contexts): the GEMM path runs instead.
+  if (err == cudaErrorCooperativeLaunchTooLarge) return false;
+  throw std::runtime_error(std::string(what) + ": cooperative launch failed: " + cudaGetErrorString(err));
+}
+
+// The launch of a persistent kernel `kernel(args, units, staged)` for s, or
+// false when it does not fit. Each block owns U = ceil(H / multiprocessors)
+// hidden units, one warp each (the kernel's registers bound the warps of a
+// block); its shared memory is fixed(U) bytes plus `staged` rows of per_row
+// bytes: as many rows as fit, up to the whole batch, a multiple of kRowsPerPass.
+template <typename Kernel, typename Args, typename Fixed>
+inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Fixed& fixed, int64_t per_row,
+                                     const char* what) {
+  PersistentDevice dev;
+  if (!persistent_device(s.stream, &dev)) return false;
+  const int64_t H = s.hidden, U = (H + dev.sms - 1) / dev.sms;
+  if (U > kMaxUnits || 32 * U > max_threads(kernel)) return false;
+  const int64_t room = (dev.smem_optin - fixed(U)) / per_row / kRowsPerPass * kRowsPerPass;
+  const int64_t batch = round_up(s.B, kRowsPerPass);
+  const int64_t staged = batch < room ? batch : room;
+  if (staged < kRowsPerPass) return false;
+  Args args = s;
+  int64_t units = U, staged_rows = staged;
+  void* params[] = {&args, &units, &staged_rows};
+  return launch_cooperative(kernel, (H + U - 1) / U, 32 * U, fixed(U) + staged * per_row, params, s.stream, what);
+}
+
+// Launch<T, C>::run(s) for s's storage type (float, half, bfloat16) and cell;
+// false for double or an empty problem.
+template <template <typename, SequenceCell> class Launch, typename T, typename Args>
+inline bool run_for_cell(const Args& s) {
+  switch (s.cell) {
+    case SequenceCell::kLstm: return Launch<T, SequenceCell::kLstm>::run(s);
+    case SequenceCell::kGru: return Launch<T, SequenceCell::kGru>::run(s);
+    case SequenceCell::kRnnTanh: return Launch<T, SequenceCell::kRnnTanh>::run(s);
+    case SequenceCell::kRnnRelu: return Launch<T, SequenceCell::kRnnRelu>::run(s);
+  }
+  return false;
+}
+template <template <typename, SequenceCell> class Launch, typename Args>
+inline bool run_persistent(const Args& s) {
+  if (s.T <= 0 || s.B <= 0 || s.hidden <= 0) return false;
+  switch (s.dtype) {
+    case DType::kFloat: return run_for_cell<Launch, float>(s);
+    case DType::kHalf: return run_for_cell<Launch, __half>(s);
+    case DType::kBFloat16: return run_for_cell<Launch, __nv_bfloat16>(s);
+    default: return false;
+  }
+}
+
+}  // namespace
+}  // namespace rnn_ext
