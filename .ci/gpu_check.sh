@@ -124,7 +124,7 @@ tests tests-persistent 180 RNN_EXT_CUDA_PATH=persistent
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     stage "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 3 --target-processes all \
-      "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_persistent.py -k "float32 and 7x3x5x20"
+      "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_persistent.py -k "7x3x5x20 and (float32 or bfloat16)"
     (($? == 3)) && FAILED=1
     grep -E "ERROR SUMMARY|passed|failed" "$WORK/sanitizer-$tool.log" | tail -3 | sed 's/^/  /' | tee -a "$SUMMARY"
   done

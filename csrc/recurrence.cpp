@@ -875,16 +875,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
 
   // stepwise path (skipped when the fused kernel already ran every step)
   bool done = fuse;  // every step's gate gradients and dh_state are final
+  const Tensor y2d = fuse ? Tensor() : mat(output, s.N, H);
 #ifdef RNN_EXT_WITH_CUDA
   if (!done && persistent_wanted(input, s)) {
-    const Tensor y2d = mat(output, s.N, H);  // (a copy when output is not dense: it must outlive the launch)
     SequenceBackwardArgs args =
         sequence_backward_args(SequenceCell::kGru, s, H, w_hh, h0, gy, y2d, ws, dh_state, dg_ih, k.stream);
     args.a.grad_gates_hh = dg_hh.data_ptr();
     done = sequence_backward_cuda(args.a);
   }
 #endif
-  const Tensor h_prev = fuse ? Tensor() : previous_hidden(s, mat(output, s.N, H), h0.contiguous());
+  const Tensor h_prev = fuse ? Tensor() : previous_hidden(s, y2d, h0.contiguous());
   for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;

@@ -22,7 +22,9 @@ CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 SHAPES = [(7, 3, 5, 20), (5, 19, 16, 299), (6, 16, 8, 64)]
 
 
-def persistent_ran(fn, kernel="persistent_forward_kernel"):
+def persistent_ran(fn, kernel="persistent_forward"):
+    """Whether a CUDA kernel whose name contains `kernel` ran in fn (default: either forward
+    kernel, persistent_forward_kernel or the tensor-core persistent_forward_mma_kernel)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
@@ -53,21 +55,66 @@ def test_persistent_forward_matches_nn(monkeypatch, cell, dtype, shape, bidirect
     check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional)
 
 
-def test_batch_staged_in_parts(monkeypatch):
-    """A batch whose h_{t-1} rows do not all fit in shared memory beside W_hh's rows: the
-    kernel stages them in parts. T=3, B=40, H=1024 float32 LSTM on a GPU with 132 or more
-    multiprocessors and 227 KB of shared memory per block (H100, H200): 8 units, 128 KB of
-    W_hh per block, room for 24 rows."""
-    T, B, I, H = 3, 40, 8, 1024
+def staged_rows(H, B, fixed, per_row):
+    """Rows a float32 LSTM kernel stages at a time on this GPU (the launcher's arithmetic):
+    U = ceil(H / multiprocessors) units per block, `fixed(U)` bytes besides the staged
+    rows, per_row bytes each, a multiple of 8, at most the batch rounded up to 8."""
     p = torch.cuda.get_device_properties(0)
-    units = -(-H // p.multi_processor_count)
-    room = (p.shared_memory_per_block_optin - 4 * units * H * 4) // (H * 4) // 8 * 8
-    if not 8 <= room < B:
-        pytest.skip(f"{p.name}: room for {room} rows of h_(t-1) beside W_hh, not a part of the batch")
+    U = -(-H // p.multi_processor_count)
+    room = (p.shared_memory_per_block_optin - fixed(U)) // per_row // 8 * 8
+    return min(room, -(-B // 8) * 8), p.name
+
+
+def test_forward_batch_staged_in_parts(monkeypatch):
+    """A batch whose h_{t-1} rows do not all fit beside W_hh's rows: the forward stages them
+    in parts (T=3, B=40, H=1024 float32 LSTM; on H100/H200: 8 units, 128 KB of W_hh per
+    block, 24 rows at a time). The backward does not fit there (W_hh^T's share leaves room
+    for fewer than 8 rows of gate gradients): the GEMM path runs it."""
+    T, B, I, H = 3, 40, 8, 1024
+    staged, name = staged_rows(H, B, lambda U: 4 * U * H * 4, H * 4)
+    if not 8 <= staged < B:
+        pytest.skip(f"{name}: the forward stages {staged} rows of h_(t-1) at a time, not a part of the batch")
+    check_matches_nn(monkeypatch, "LSTM", torch.float32, (T, B, I, H), False, expect_backward=False)
+
+
+def test_backward_batch_staged_in_parts(monkeypatch):
+    """A batch whose gate-gradient rows do not all fit beside W_hh^T's rows: the backward
+    stages them in parts (T=3, B=40, H=512 float32 LSTM; on H100/H200 24 rows at a time, on
+    A100 8), while the forward stages the whole batch."""
+    T, B, I, H = 3, 40, 8, 512
+    state = lambda U: 2 * (-(-B * U * 4 // 16) * 16)  # noqa: E731  dL/dh and dL/dc, 16-byte aligned
+    staged, name = staged_rows(H, B, lambda U: U * 4 * H * 4 + state(U), 4 * H * 4)
+    if not 8 <= staged < B:
+        pytest.skip(f"{name}: the backward stages {staged} rows of gate gradients at a time, not a part")
     check_matches_nn(monkeypatch, "LSTM", torch.float32, (T, B, I, H), False)
 
 
-def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional):
+def test_tensor_core_batch_staged_in_parts(monkeypatch):
+    """The tensor-core forward with h_{t-1} staged in parts: bfloat16 LSTM, T=3, B=80, H=1024
+    (H100/H200: 64 rows at a time; A100: 16). The kernel's shared memory, as its launcher
+    computes it: W_hh's rows (padded to 16) and the staged rows kp + 8 elements apart, plus
+    the partial tiles of the K splits. The backward runs where its gate-gradient rows fit."""
+    T, B, I, H = 3, 80, 8, 1024
+    ru = lambda n, m: -(-n // m) * m  # noqa: E731
+    kp = ru(H, 16)
+
+    def fixed(U):
+        m_tiles = ru(4 * U, 16) // 16
+        splits = 1 if m_tiles >= 8 else min(8 // m_tiles, kp // 16)
+        return ru(ru(4 * U, 16) * (kp + 8) * 2, 128) + ru(splits * m_tiles * 256 * 4, 128)
+
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("the tensor-core kernel needs sm_80")
+    p = torch.cuda.get_device_properties(0)
+    U = -(-H // p.multi_processor_count)
+    staged = min((p.shared_memory_per_block_optin - fixed(U)) // ((kp + 8) * 2) // 16 * 16, ru(B, 16))
+    if not 16 <= staged < B:
+        pytest.skip(f"{p.name}: the tensor-core forward stages {staged} rows at a time, not a part of the batch")
+    backward_room = (p.shared_memory_per_block_optin - U * 4 * H * 2 - 2 * ru(B * U * 4, 16)) // (4 * H * 4) // 8 * 8
+    check_matches_nn(monkeypatch, "LSTM", torch.bfloat16, (T, B, I, H), False, expect_backward=backward_room >= 8)
+
+
+def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward=True):
     T, B, I, H = shape
     torch.manual_seed(0)
     ext, ref = make_pair(cell, I, H, 1, bidirectional, True, dtype=torch.float32)
@@ -87,7 +134,9 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional):
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     got = run(ext, *leaves("cuda", dtype))
     assert persistent_ran(lambda: ext(*leaves("cuda", dtype)))
-    assert persistent_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_kernel")
+    if dtype != torch.float32 and torch.cuda.get_device_capability()[0] >= 8:  # tensor cores for half types
+        assert persistent_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel")
+    assert persistent_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_kernel") == expect_backward
     again = run(ext, *leaves("cuda", dtype))
     assert all(torch.equal(a, b) for a, b in zip(got, again)), "two runs differ"
     errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)

@@ -110,15 +110,16 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
   const BlockUnits me(U, H);
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp, lane = me.lane;
 
-  // Row u of wt_sm is column j0+u of W_hh (through float: exact for the three types).
+  // Row u of wt_sm is column j0+u of W_hh (through float: exact for the three
+  // types); u runs fastest, so that neighbouring threads read neighbouring elements.
   const T* w_hh = static_cast<const T*>(s.w_hh);
   copy_overlapped(
       U * G, tid, nthreads,
       [&](int64_t e) {
-        const int64_t u = e / G, m = e % G;
+        const int64_t m = e / U, u = e % U;
         return u < units ? to_acc(w_hh[m * H + j0 + u]) : 0.0f;
       },
-      [&](int64_t e, float v) { wt_sm[e] = from_acc<T>(v); });
+      [&](int64_t e, float v) { wt_sm[(e % U) * G + e / U] = from_acc<T>(v); });
   // dL/dh_n and (LSTM) dL/dc_n of this block's units. Consecutive threads take
   // consecutive units of one row: U contiguous elements per row in memory.
   for (int64_t e = tid; e < B * U; e += nthreads) {
@@ -193,10 +194,12 @@ template <typename T, SequenceCell C>
 struct BackwardLaunch {
   static bool run(const SequenceBackward& s) {
     const int64_t G = gates_of(C) * s.hidden;
+    PersistentDevice dev;
+    if (!persistent_device(s.stream, &dev)) return false;
     return launch_persistent_kernel(
-        &persistent_backward_kernel<T, C>, s,
+        &persistent_backward_kernel<T, C>, s, dev,
         [&](int64_t U) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },
-        G * static_cast<int64_t>(sizeof(float)), "sequence_backward_cuda");
+        G * static_cast<int64_t>(sizeof(float)), BlockShape{}, "sequence_backward_cuda");
   }
 };
 

@@ -126,11 +126,12 @@ struct BlockUnits {
 // mode: the GEMM path is known to capture; a cooperative launch is not relied
 // on there).
 struct PersistentDevice {
-  int64_t sms = 0, smem_optin = 0;
+  int64_t sms = 0, smem_optin = 0, major = 0;  // major: compute capability
 };
 inline bool persistent_device(void* stream, PersistentDevice* d) {
-  int device = 0, sms = 0, smem_optin = 0, cooperative = 0;
+  int device = 0, sms = 0, smem_optin = 0, cooperative = 0, major = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
       cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
@@ -146,6 +147,7 @@ inline bool persistent_device(void* stream, PersistentDevice* d) {
   }
   d->sms = sms;
   d->smem_optin = smem_optin;
+  d->major = major;
   return true;
 }
 
@@ -160,13 +162,28 @@ inline int64_t max_threads(Kernel kernel) {
   return attrs.maxThreadsPerBlock;
 }
 
+// The PTX version the device's code for `kernel` was compiled from (e.g. 80
+// for sm_80), or 0.
+template <typename Kernel>
+inline int64_t ptx_version(Kernel kernel) {
+  cudaFuncAttributes attrs{};
+  if (cudaFuncGetAttributes(&attrs, kernel) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return attrs.ptxVersion;
+}
+
 // Launches `kernel` cooperatively (every block resident at once, as its grid
 // barriers need) and returns true; returns false without launching when that
 // many blocks cannot be resident at once. Other launch errors throw.
+// The kernel's dynamic shared-memory limit is set to the device's opt-in
+// maximum, the same value on every call: a per-call value could be lowered by
+// another host thread between this call's setting and its launch.
 template <typename Kernel>
-inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem, void** params,
-                               void* stream, const char* what) {
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)) !=
+inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem, int64_t smem_optin,
+                               void** params, void* stream, const char* what) {
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_optin)) !=
       cudaSuccess) {
     cudaGetLastError();
     return false;
@@ -192,26 +209,32 @@ inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, i
   throw std::runtime_error(std::string(what) + ": cooperative launch failed: " + cudaGetErrorString(err));
 }
 
-// The launch of a persistent kernel `kernel(args, units, staged)` for s, or
-// false when it does not fit. Each block owns U = ceil(H / multiprocessors)
-// hidden units, one warp each (the kernel's registers bound the warps of a
-// block); its shared memory is fixed(U) bytes plus `staged` rows of per_row
-// bytes: as many rows as fit, up to the whole batch, a multiple of kRowsPerPass.
+// How a persistent kernel's blocks are shaped: `threads` per block (0: one
+// warp per unit, at most kMaxUnits), and batch rows taken `rows_per_pass` at a time.
+struct BlockShape {
+  int64_t threads = 0, rows_per_pass = kRowsPerPass;
+};
+
+// The launch of a persistent kernel `kernel(args, units, staged)` for s on
+// dev, or false when it does not fit. Each block owns U = ceil(H /
+// multiprocessors) hidden units; the kernel's registers bound its threads; its
+// shared memory is fixed(U) bytes plus `staged` rows of per_row bytes: as many
+// rows as fit, up to the whole batch, a multiple of the rows per pass.
 template <typename Kernel, typename Args, typename Fixed>
-inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Fixed& fixed, int64_t per_row,
-                                     const char* what) {
-  PersistentDevice dev;
-  if (!persistent_device(s.stream, &dev)) return false;
-  const int64_t H = s.hidden, U = (H + dev.sms - 1) / dev.sms;
-  if (U > kMaxUnits || 32 * U > max_threads(kernel)) return false;
-  const int64_t room = (dev.smem_optin - fixed(U)) / per_row / kRowsPerPass * kRowsPerPass;
-  const int64_t batch = round_up(s.B, kRowsPerPass);
+inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const PersistentDevice& dev, const Fixed& fixed,
+                                     int64_t per_row, BlockShape shape, const char* what) {
+  const int64_t H = s.hidden, U = (H + dev.sms - 1) / dev.sms, pass = shape.rows_per_pass;
+  const int64_t threads = shape.threads ? shape.threads : 32 * U;
+  if (U > kMaxUnits || threads > max_threads(kernel)) return false;
+  const int64_t room = (dev.smem_optin - fixed(U)) / per_row / pass * pass;
+  const int64_t batch = round_up(s.B, pass);
   const int64_t staged = batch < room ? batch : room;
-  if (staged < kRowsPerPass) return false;
+  if (staged < pass) return false;
   Args args = s;
   int64_t units = U, staged_rows = staged;
   void* params[] = {&args, &units, &staged_rows};
-  return launch_cooperative(kernel, (H + U - 1) / U, 32 * U, fixed(U) + staged * per_row, params, s.stream, what);
+  return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U) + staged * per_row, dev.smem_optin, params,
+                            s.stream, what);
 }
 
 // Launch<T, C>::run(s) for s's storage type (float, half, bfloat16) and cell;

@@ -14,8 +14,9 @@
 // launch, so that every block is resident) and read the h_t that all of them
 // wrote through L2 (__ldcg: never a stale L1 line).
 //
-// Accumulation and cell state in float32, whatever the storage type. No
-// tensor cores yet, and no double (the GEMM path serves double).
+// Accumulation and cell state in float32, whatever the storage type. float16
+// and bfloat16 on sm_80+ run a second kernel that does the products on the
+// tensor cores (below); no double (the GEMM path serves double).
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
 #include "common/cell_steps.h"
@@ -23,11 +24,13 @@
 #include "cuda/scalar_math.cuh"
 
 #include <cooperative_groups.h>
+#include <mma.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace rnn_ext {
 namespace {
@@ -166,14 +169,171 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
   }
 }
 
+// ------------------------------------------------------------ tensor cores
+// float16 / bfloat16 on sm_80 and newer: the same blocks, units and steps, but
+// the products W_hh[block rows] h_{t-1}^T run on the tensor cores (WMMA 16 x 16
+// x 16 tiles, float32 accumulation). Per pass of 16 batch rows, the 16-row
+// tiles of the block's NG*U gate rows (padded to 16) times the pass's 16
+// columns are split over the warps along K (`splits` ranges, each summed by
+// one warp); the partial tiles go to shared memory and are added in split
+// order (a fixed order: bitwise repeatable), then one thread per (unit, row)
+// applies the gate math.
+namespace wmma = nvcuda::wmma;
+constexpr int64_t kTile = 16;      // WMMA tile edge, and batch rows per pass
+constexpr int64_t kMmaWarps = 8;   // warps per block
+
+// Shared memory of the tensor-core kernel, each part 128-byte aligned: W_hh's
+// rows of the block's units, gate-major (row g*U + u), zero-padded to rows_p
+// rows and K to kp columns (storage type); the partial tiles (splits x
+// m_tiles x 16 x 16 float); then `staged` rows of h_{t-1} (storage type,
+// zero-padded). Rows of both matrices are ld = kp + 8 elements apart: with kp
+// itself, rows 128 bytes apart or a multiple (H a multiple of 64) put a
+// fragment's 16 rows in the same banks; ld stays a multiple of 8 elements
+// (WMMA's rule) and every 16-row tile 32-byte aligned.
+struct MmaSmem {
+  int64_t rows_p, kp, ld, m_tiles, k_steps, splits, w, part;
+  __host__ __device__ MmaSmem(int64_t rows, int64_t H, int64_t elem)
+      : rows_p(round_up(rows, kTile)), kp(round_up(H, kTile)), ld(kp + 8), m_tiles(rows_p / kTile),
+        k_steps(kp / kTile),
+        splits(m_tiles >= kMmaWarps ? 1 : (kMmaWarps / m_tiles < k_steps ? kMmaWarps / m_tiles : k_steps)),
+        w(round_up(rows_p * ld * elem, 128)),
+        part(round_up(splits * m_tiles * kTile * kTile * static_cast<int64_t>(sizeof(float)), 128)) {}
+  __host__ __device__ int64_t fixed() const { return w + part; }
+};
+
+// dst (fill rows, ld apart) = rows [0, ns) of src (rows of H), zero-padded
+// to ld columns and `fill` rows; through L2, 16-byte loads when every row is
+// whole 16-byte pieces (H a multiple of 8) and src is aligned. ld: a multiple of 8.
+template <typename T>
+__device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t ns, int64_t fill, int64_t H,
+                                                  int64_t ld, int64_t tid, int64_t nthreads) {
+  if (H % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    constexpr int64_t kInFlight = 4;
+    const int64_t per_row = ld / 8, src_row = H / 8, n = fill * per_row;
+    const uint4* src16 = reinterpret_cast<const uint4*>(src);
+    uint4* dst16 = reinterpret_cast<uint4*>(dst);
+    for (int64_t e0 = tid; e0 < n; e0 += kInFlight * nthreads) {
+      uint4 v[kInFlight];
+#pragma unroll
+      for (int64_t i = 0; i < kInFlight; ++i) {
+        const int64_t e = e0 + i * nthreads, row = e / per_row, piece = e % per_row;
+        v[i] = e < n && row < ns && piece < src_row ? __ldcg(src16 + row * src_row + piece) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int64_t i = 0; i < kInFlight; ++i) {
+        const int64_t e = e0 + i * nthreads;
+        if (e < n) dst16[e] = v[i];
+      }
+    }
+    return;
+  }
+  copy_overlapped(
+      fill * ld, tid, nthreads,
+      [&](int64_t e) {
+        const int64_t row = e / ld, k = e % ld;
+        return row < ns && k < H ? load_l2(src + row * H + k) : 0.0f;
+      },
+      [&](int64_t e, float v) { dst[e] = from_acc<T>(v); });
+}
+
+template <typename T, SequenceCell C>
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    persistent_forward_mma_kernel(SequenceForward s, int64_t U, int64_t staged) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // never launched there: the launcher asks for compute capability 8.0
+#else
+  constexpr int64_t NG = gates_of(C);
+  extern __shared__ __align__(128) char smem_mma[];
+  const int64_t H = s.hidden, B = s.B;
+  const MmaSmem L(NG * U, H, sizeof(T));
+  T* w_sm = reinterpret_cast<T*>(smem_mma);
+  float* part = reinterpret_cast<float*>(smem_mma + L.w);
+  T* h_sm = reinterpret_cast<T*>(smem_mma + L.fixed());
+  const BlockUnits me(U, H);
+  const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp;
+  const int64_t warps = nthreads / 32;
+
+  const T* w_hh = static_cast<const T*>(s.w_hh);
+  copy_overlapped(
+      L.rows_p * L.ld, tid, nthreads,
+      [&](int64_t e) {
+        const int64_t r = e / L.ld, k = e % L.ld, gate = r / U, u = r % U;
+        return r < NG * U && u < units && k < H ? to_acc(w_hh[(gate * H + j0 + u) * H + k]) : 0.0f;
+      },
+      [&](int64_t e, float v) { w_sm[e] = from_acc<T>(v); });
+
+  const T* h0 = static_cast<const T*>(s.h0);
+  const T* y = static_cast<const T*>(s.y);
+  cg::grid_group grid = cg::this_grid();
+  for (int64_t step = 0; step < s.T; ++step) {
+    const int64_t t = s.reverse ? s.T - 1 - step : step;
+    const T* h_prev = step == 0 ? h0 : y + (s.reverse ? t + 1 : t - 1) * B * H;
+    for (int64_t b0 = 0; b0 < B; b0 += kTile) {
+      const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
+      __syncthreads();  // the previous pass is done with `part` (and h_sm, and W is in place)
+      if (s0 == 0) {
+        const int64_t ns = B - b0 < staged ? B - b0 : staged;
+        stage_padded_rows(h_sm, h_prev + b0 * H, ns, round_up(ns, kTile), H, L.ld, tid, nthreads);
+        __syncthreads();
+      }
+      const T* h_pass = h_sm + s0 * L.ld;
+      for (int64_t i = warp; i < L.m_tiles * L.splits; i += warps) {
+        const int64_t m = i % L.m_tiles, split = i / L.m_tiles;
+        const int64_t k_begin = split * L.k_steps / L.splits, k_end = (split + 1) * L.k_steps / L.splits;
+        wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
+        wmma::fill_fragment(acc, 0.0f);
+        for (int64_t ks = k_begin; ks < k_end; ++ks) {
+          wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, wmma::row_major> a;
+          wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, wmma::col_major> b;
+          wmma::load_matrix_sync(a, w_sm + m * kTile * L.ld + ks * kTile, static_cast<unsigned>(L.ld));
+          wmma::load_matrix_sync(b, h_pass + ks * kTile, static_cast<unsigned>(L.ld));
+          wmma::mma_sync(acc, a, b, acc);
+        }
+        wmma::store_matrix_sync(part + (split * L.m_tiles + m) * kTile * kTile, acc, kTile, wmma::mem_row_major);
+      }
+      __syncthreads();
+      for (int64_t e = tid; e < units * kTile; e += nthreads) {
+        const int64_t u = e / kTile, n = e % kTile, b = b0 + n;
+        if (b >= B) continue;
+        float hg[NG];
+#pragma unroll
+        for (int64_t g = 0; g < NG; ++g) {
+          const int64_t r = g * U + u, tile = r / kTile, at = (r % kTile) * kTile + n;
+          float sum = 0.0f;
+          for (int64_t split = 0; split < L.splits; ++split) sum += part[(split * L.m_tiles + tile) * kTile * kTile + at];
+          hg[g] = sum;
+        }
+        cell_update<T, C>(s, hg, to_acc(h_pass[n * L.ld + j0 + u]), t * B + b, b, j0 + u);
+      }
+    }
+    grid.sync();  // h_t of every unit written before any block reads it
+  }
+#endif
+}
+
 template <typename T, SequenceCell C>
 struct ForwardLaunch {
   static bool run(const SequenceForward& s) {
     const int64_t H = s.hidden;
+    PersistentDevice dev;
+    if (!persistent_device(s.stream, &dev)) return false;
+    // float16 / bfloat16 on the tensor cores where they fit.
+    if constexpr (!std::is_same<T, float>::value) {
+      // (The code the device would run must come from sm_80+ machine code or
+      // PTX: a build for an older target alone holds only the trap.)
+      auto mma = &persistent_forward_mma_kernel<T, C>;
+      if (dev.major >= 8 && ptx_version(mma) >= 80 &&
+          launch_persistent_kernel(
+              mma, s, dev, [&](int64_t U) { return MmaSmem(gates_of(C) * U, H, sizeof(T)).fixed(); },
+              (round_up(H, kTile) + 8) * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
+              "sequence_forward_cuda"))
+        return true;
+    }
     // W_hh's rows of the block's units; then h_{t-1} rows as float.
     return launch_persistent_kernel(
-        &persistent_forward_kernel<T, C>, s, [&](int64_t U) { return weight_bytes(gates_of(C) * U, H, sizeof(T)); },
-        H * static_cast<int64_t>(sizeof(float)), "sequence_forward_cuda");
+        &persistent_forward_kernel<T, C>, s, dev,
+        [&](int64_t U) { return weight_bytes(gates_of(C) * U, H, sizeof(T)); },
+        H * static_cast<int64_t>(sizeof(float)), BlockShape{}, "sequence_forward_cuda");
   }
 };
 
