@@ -110,7 +110,7 @@ def test_tensor_core_batch_staged_in_parts(monkeypatch):
     staged = min((p.shared_memory_per_block_optin - fixed(U)) // ((kp + 8) * 2) // 16 * 16, ru(B, 16))
     if not 16 <= staged < B:
         pytest.skip(f"{p.name}: the tensor-core forward stages {staged} rows at a time, not a part of the batch")
-    backward_room = (p.shared_memory_per_block_optin - U * 4 * H * 2 - 2 * ru(B * U * 4, 16)) // (4 * H * 4) // 8 * 8
+    backward_room = (p.shared_memory_per_block_optin - U * 4 * H * 2 - 2 * ru(B * U * 4, 16)) // (4 * H * 2) // 8 * 8
     check_matches_nn(monkeypatch, "LSTM", torch.bfloat16, (T, B, I, H), False, expect_backward=backward_room >= 8)
 
 

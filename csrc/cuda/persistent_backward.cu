@@ -11,7 +11,7 @@
 //      (and grad_gates_hh);
 //   grid barrier: every unit's gate gradients of this step are written;
 //   B. dL/dh_{t-1} of its units = (gate gradients of all units) . W_hh[:, j]
-//      (+ dh*z for GRU): the gate-gradient rows staged from L2 as float, warp
+//      (+ dh*z for GRU): the gate-gradient rows staged from L2 (storage type), warp
 //      u sums unit j0+u for 8 batch rows at a time, each lane a stride of the
 //      NG*H terms, combined by a fixed butterfly of shuffles.
 // B only needs this block's own A results from the step before, so one grid
@@ -39,7 +39,7 @@ namespace cg = cooperative_groups;
 // Dynamic shared memory, each part 16-byte aligned: W_hh^T's rows of this
 // block's units (U x NG*H, storage type); dL/dh of its units (B x U, float);
 // LSTM dL/dc or GRU dh*z (B x U, float); then `staged` rows of gate gradients
-// (a multiple of kRowsPerPass, x NG*H, float).
+// (a multiple of kRowsPerPass, x NG*H, storage type).
 struct BackwardSmem {
   int64_t w, state;
   __host__ __device__ BackwardSmem(int64_t U, int64_t G, int64_t B, int64_t elem)
@@ -106,7 +106,7 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
   T* wt_sm = reinterpret_cast<T*>(smem);
   float* dh_sm = reinterpret_cast<float*>(smem + layout.w);                 // [b * U + u]
   float* aux_sm = reinterpret_cast<float*>(smem + layout.w + layout.state);  // [b * U + u]
-  float* g_sm = reinterpret_cast<float*>(smem + layout.fixed());
+  T* g_sm = reinterpret_cast<T*>(smem + layout.fixed());
   const BlockUnits me(U, H);
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp, lane = me.lane;
 
@@ -152,10 +152,10 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
       if (s0 == 0) {
         const int64_t ns = B - b0 < staged ? B - b0 : staged;
         __syncthreads();  // the previous passes are done with g_sm
-        stage_rows(g_sm, gt + b0 * G, ns * G, round_up(ns, kRowsPerPass) * G, tid, nthreads);
+        stage_padded_rows(g_sm, gt + b0 * G, ns, round_up(ns, kRowsPerPass), G, G, tid, nthreads);
         __syncthreads();
       }
-      const float* g_pass = g_sm + s0 * G;
+      const T* g_pass = g_sm + s0 * G;
       if (warp < units) {
         float acc[kRowsPerPass];
 #pragma unroll
@@ -164,7 +164,7 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
         for (int64_t m = lane; m < G; m += 32) {
           const float wv = to_acc(w0[m]);
 #pragma unroll
-          for (int64_t r = 0; r < kRowsPerPass; ++r) acc[r] = fmaf(wv, g_pass[r * G + m], acc[r]);
+          for (int64_t r = 0; r < kRowsPerPass; ++r) acc[r] = fmaf(wv, to_acc(g_pass[r * G + m]), acc[r]);
         }
 #pragma unroll
         for (int64_t r = 0; r < kRowsPerPass; ++r)
@@ -199,7 +199,7 @@ struct BackwardLaunch {
     return launch_persistent_kernel(
         &persistent_backward_kernel<T, C>, s, dev,
         [&](int64_t U) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },
-        G * static_cast<int64_t>(sizeof(float)), BlockShape{}, "sequence_backward_cuda");
+        G * static_cast<int64_t>(sizeof(T)), BlockShape{}, "sequence_backward_cuda");
   }
 };
 

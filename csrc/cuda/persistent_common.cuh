@@ -4,6 +4,7 @@
 // fit checks. CUDA headers only.
 #pragma once
 #include "common/cell_steps.h"
+#include "cuda/scalar_math.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -119,6 +120,43 @@ struct BlockUnits {
       : j0(static_cast<int64_t>(blockIdx.x) * U), units(H - j0 < U ? H - j0 : U), tid(threadIdx.x),
         nthreads(blockDim.x), warp(tid / 32), lane(tid % 32) {}
 };
+
+// dst (fill rows, ld apart) = rows [0, ns) of src (rows of H), zero-padded
+// to ld columns and `fill` rows, in the storage type; through L2, 16-byte
+// loads when the rows of both are whole 16-byte pieces and src is aligned
+// (dst is 16-byte aligned), else element loads.
+template <typename T>
+__device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t ns, int64_t fill, int64_t H,
+                                                  int64_t ld, int64_t tid, int64_t nthreads) {
+  constexpr int64_t V = 16 / sizeof(T);  // elements per 16 bytes
+  if (H % V == 0 && ld % V == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+    constexpr int64_t kInFlight = 4;
+    const int64_t per_row = ld / V, src_row = H / V, n = fill * per_row;
+    const uint4* src16 = reinterpret_cast<const uint4*>(src);
+    uint4* dst16 = reinterpret_cast<uint4*>(dst);
+    for (int64_t e0 = tid; e0 < n; e0 += kInFlight * nthreads) {
+      uint4 v[kInFlight];
+#pragma unroll
+      for (int64_t i = 0; i < kInFlight; ++i) {
+        const int64_t e = e0 + i * nthreads, row = e / per_row, piece = e % per_row;
+        v[i] = e < n && row < ns && piece < src_row ? __ldcg(src16 + row * src_row + piece) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int64_t i = 0; i < kInFlight; ++i) {
+        const int64_t e = e0 + i * nthreads;
+        if (e < n) dst16[e] = v[i];
+      }
+    }
+    return;
+  }
+  copy_overlapped(
+      fill * ld, tid, nthreads,
+      [&](int64_t e) {
+        const int64_t row = e / ld, k = e % ld;
+        return row < ns && k < H ? load_l2(src + row * H + k) : 0.0f;
+      },
+      [&](int64_t e, float v) { dst[e] = from_acc<T>(v); });
+}
 
 // The device a persistent kernel would run on, or false (with any error
 // cleared, so that the GEMM path runs instead): no cooperative launch, or the

@@ -201,41 +201,6 @@ struct MmaSmem {
   __host__ __device__ int64_t fixed() const { return w + part; }
 };
 
-// dst (fill rows, ld apart) = rows [0, ns) of src (rows of H), zero-padded
-// to ld columns and `fill` rows; through L2, 16-byte loads when every row is
-// whole 16-byte pieces (H a multiple of 8) and src is aligned. ld: a multiple of 8.
-template <typename T>
-__device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t ns, int64_t fill, int64_t H,
-                                                  int64_t ld, int64_t tid, int64_t nthreads) {
-  if (H % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    constexpr int64_t kInFlight = 4;
-    const int64_t per_row = ld / 8, src_row = H / 8, n = fill * per_row;
-    const uint4* src16 = reinterpret_cast<const uint4*>(src);
-    uint4* dst16 = reinterpret_cast<uint4*>(dst);
-    for (int64_t e0 = tid; e0 < n; e0 += kInFlight * nthreads) {
-      uint4 v[kInFlight];
-#pragma unroll
-      for (int64_t i = 0; i < kInFlight; ++i) {
-        const int64_t e = e0 + i * nthreads, row = e / per_row, piece = e % per_row;
-        v[i] = e < n && row < ns && piece < src_row ? __ldcg(src16 + row * src_row + piece) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int64_t i = 0; i < kInFlight; ++i) {
-        const int64_t e = e0 + i * nthreads;
-        if (e < n) dst16[e] = v[i];
-      }
-    }
-    return;
-  }
-  copy_overlapped(
-      fill * ld, tid, nthreads,
-      [&](int64_t e) {
-        const int64_t row = e / ld, k = e % ld;
-        return row < ns && k < H ? load_l2(src + row * H + k) : 0.0f;
-      },
-      [&](int64_t e, float v) { dst[e] = from_acc<T>(v); });
-}
-
 template <typename T, SequenceCell C>
 __global__ void __launch_bounds__(kMmaWarps * 32)
     persistent_forward_mma_kernel(SequenceForward s, int64_t U, int64_t staged) {
