@@ -873,7 +873,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     fused::backward_and_weight_grads(b, args, 2);
   }
 
-  // stepwise path (skipped when the fused kernel already ran every step)
   bool done = fuse;  // every step's gate gradients and dh_state are final
   const Tensor y2d = fuse ? Tensor() : mat(output, s.N, H);
 #ifdef RNN_EXT_WITH_CUDA
@@ -885,6 +884,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   }
 #endif
   const Tensor h_prev = fuse ? Tensor() : previous_hidden(s, y2d, h0.contiguous());
+  // stepwise path (skipped when the fused or persistent kernel already ran every step)
   for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;

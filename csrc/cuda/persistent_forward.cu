@@ -43,6 +43,31 @@ __host__ __device__ inline int64_t weight_bytes(int64_t rows, int64_t H, int64_t
   return round_up(rows * H * elem, 16);
 }
 
+// W_hh's rows of this block's units into shared memory, gate-major: row
+// g*U + u of w_sm (rows ld elements apart) is row g*H + j0 + u of W_hh; zeros
+// for units past the block's last, in rows from NG*U to `rows` and in columns
+// from H to ld. Through float: exact for the three storage types.
+template <typename T>
+__device__ __forceinline__ void load_gate_rows(T* w_sm, const T* w_hh, int64_t NG, int64_t U, int64_t units,
+                                               int64_t j0, int64_t H, int64_t rows, int64_t ld, int64_t tid,
+                                               int64_t nthreads) {
+  copy_overlapped(
+      rows * ld, tid, nthreads,
+      [&](int64_t e) {
+        const int64_t r = e / ld, k = e % ld, gate = r / U, u = r % U;
+        return r < NG * U && u < units && k < H ? to_acc(w_hh[(gate * H + j0 + u) * H + k]) : 0.0f;
+      },
+      [&](int64_t e, float v) { w_sm[e] = from_acc<T>(v); });
+}
+
+// h_{t-1} of step `step` (time t): h0 at the first step, else the outputs
+// of the time processed before, (B, H).
+template <typename T>
+__device__ __forceinline__ const T* previous_hidden(const SequenceForward& s, int64_t step, int64_t t) {
+  if (step == 0) return static_cast<const T*>(s.h0);
+  return static_cast<const T*>(s.y) + (s.reverse ? t + 1 : t - 1) * s.B * s.hidden;
+}
+
 // The gate math of one (row, unit), as the per-step kernels of cells_cuda.cu
 // do it: hg[g] = (W_hh h_{t-1})[g*H + j], hp = h_{t-1}[j].
 template <typename T, SequenceCell C>
@@ -104,24 +129,12 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
   const BlockUnits me(U, H);
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp, lane = me.lane;
 
-  // Row gate*U + u of w_sm is row gate*H + j0 + u of W_hh.
-  const T* w_hh = static_cast<const T*>(s.w_hh);
-  // (Through float: exact for the three storage types.)
-  copy_overlapped(
-      NG * U * H, tid, nthreads,
-      [&](int64_t e) {
-        const int64_t r = e / H, k = e % H, gate = r / U, u = r % U;
-        return u < units ? to_acc(w_hh[(gate * H + j0 + u) * H + k]) : 0.0f;
-      },
-      [&](int64_t e, float v) { w_sm[e] = from_acc<T>(v); });
+  load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, NG * U, H, tid, nthreads);
 
-  const T* h0 = static_cast<const T*>(s.h0);
-  const T* y = static_cast<const T*>(s.y);
   cg::grid_group grid = cg::this_grid();
-
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
-    const T* h_prev = step == 0 ? h0 : y + (s.reverse ? t + 1 : t - 1) * B * H;
+    const T* h_prev = previous_hidden<T>(s, step, t);
     for (int64_t b0 = 0; b0 < B; b0 += kRowsPerPass) {
       const int64_t nb = B - b0 < kRowsPerPass ? B - b0 : kRowsPerPass;
       const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
@@ -218,21 +231,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp;
   const int64_t warps = nthreads / 32;
 
-  const T* w_hh = static_cast<const T*>(s.w_hh);
-  copy_overlapped(
-      L.rows_p * L.ld, tid, nthreads,
-      [&](int64_t e) {
-        const int64_t r = e / L.ld, k = e % L.ld, gate = r / U, u = r % U;
-        return r < NG * U && u < units && k < H ? to_acc(w_hh[(gate * H + j0 + u) * H + k]) : 0.0f;
-      },
-      [&](int64_t e, float v) { w_sm[e] = from_acc<T>(v); });
+  load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, L.rows_p, L.ld, tid, nthreads);
 
-  const T* h0 = static_cast<const T*>(s.h0);
-  const T* y = static_cast<const T*>(s.y);
   cg::grid_group grid = cg::this_grid();
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
-    const T* h_prev = step == 0 ? h0 : y + (s.reverse ? t + 1 : t - 1) * B * H;
+    const T* h_prev = previous_hidden<T>(s, step, t);
     for (int64_t b0 = 0; b0 < B; b0 += kTile) {
       const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
       __syncthreads();  // the previous pass is done with `part` (and h_sm, and W is in place)
