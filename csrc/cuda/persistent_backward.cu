@@ -17,7 +17,8 @@
 // B only needs this block's own A results from the step before, so one grid
 // barrier per step. Sums and states in float32; the gate gradients are
 // stored in the storage type, as the GEMM path stores them (its weight and
-// input gradient products read them). No tensor cores yet, and no double.
+// input gradient products read them). float16 / bfloat16 on sm_80+ run
+// phase B on the tensor cores (persistent_backward_mma_kernel); no double.
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
 #include "common/cell_steps.h"
@@ -30,6 +31,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace rnn_ext {
 namespace {
@@ -94,6 +96,66 @@ __device__ __forceinline__ void cell_backward(const SequenceBackward& s, float d
   }
 }
 
+// Rows u < rows of wt_sm (ld elements apart) = column j0+u of W_hh over its
+// NG*H = G rows; zeros for units past the block's last, padding rows and
+// columns from G to ld. u runs fastest, so that neighbouring threads read
+// neighbouring elements. Through float: exact for the three storage types.
+template <typename T>
+__device__ __forceinline__ void load_columns(T* wt_sm, const T* w_hh, int64_t units, int64_t j0, int64_t H,
+                                             int64_t G, int64_t rows, int64_t ld, int64_t tid, int64_t nthreads) {
+  copy_overlapped(
+      ld * rows, tid, nthreads,
+      [&](int64_t e) {
+        const int64_t m = e / rows, u = e % rows;
+        return u < units && m < G ? to_acc(w_hh[m * H + j0 + u]) : 0.0f;
+      },
+      [&](int64_t e, float v) { wt_sm[(e % rows) * ld + e / rows] = from_acc<T>(v); });
+}
+
+// dL/dh_n and (LSTM) dL/dc_n of this block's units into dh_sm / aux_sm
+// ([b * U + u]; zeros for units past the last). Consecutive threads take
+// consecutive units of one row: U contiguous elements per row in memory.
+template <typename T, SequenceCell C>
+__device__ __forceinline__ void load_state(const SequenceBackward& s, float* dh_sm, float* aux_sm, int64_t U,
+                                           int64_t units, int64_t j0, int64_t tid, int64_t nthreads) {
+  const int64_t H = s.hidden;
+  for (int64_t e = tid; e < s.B * U; e += nthreads) {
+    const int64_t b = e / U, u = e % U;
+    const bool mine = u < units;
+    dh_sm[e] = mine ? load<T>(s.grad_h, b * H + j0 + u) : 0.0f;
+    aux_sm[e] = mine && C == SequenceCell::kLstm ? static_cast<const float*>(s.grad_c)[b * H + j0 + u] : 0.0f;
+  }
+}
+
+// Phase A of step `step` (time t): the pointwise derivatives of this block's units.
+template <typename T, SequenceCell C>
+__device__ __forceinline__ void pointwise_step(const SequenceBackward& s, const float* dh_sm, float* aux_sm,
+                                               int64_t U, int64_t units, int64_t j0, int64_t step, int64_t t,
+                                               int64_t tid, int64_t nthreads) {
+  const int64_t H = s.hidden, B = s.B;
+  const int64_t t_prev = s.reverse ? t + 1 : t - 1;  // the time of the step before, when step > 0
+  for (int64_t e = tid; e < B * U; e += nthreads) {
+    const int64_t b = e / U, u = e % U;
+    if (u >= units) continue;
+    const int64_t j = j0 + u, row = t * B + b;
+    const float dh = load<T>(s.grad_y, row * H + j) + dh_sm[e];
+    cell_backward<T, C>(s, dh, aux_sm[e], row, step > 0 ? t_prev * B + b : -1, b, j);
+  }
+}
+
+// dL/dh0 and (LSTM) dL/dc0 of this block's units, from dh_sm / aux_sm.
+template <typename T, SequenceCell C>
+__device__ __forceinline__ void store_state(const SequenceBackward& s, const float* dh_sm, const float* aux_sm,
+                                            int64_t U, int64_t units, int64_t j0, int64_t tid, int64_t nthreads) {
+  const int64_t H = s.hidden;
+  for (int64_t e = tid; e < s.B * U; e += nthreads) {
+    const int64_t b = e / U, u = e % U;
+    if (u >= units) continue;
+    store<T>(s.grad_h, b * H + j0 + u, dh_sm[e]);
+    if (C == SequenceCell::kLstm) static_cast<float*>(s.grad_c)[b * H + j0 + u] = aux_sm[e];
+  }
+}
+
 // U: units per block; staged: gate-gradient rows staged in shared memory at a
 // time (a multiple of kRowsPerPass).
 template <typename T, SequenceCell C>
@@ -110,39 +172,15 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
   const BlockUnits me(U, H);
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp, lane = me.lane;
 
-  // Row u of wt_sm is column j0+u of W_hh (through float: exact for the three
-  // types); u runs fastest, so that neighbouring threads read neighbouring elements.
-  const T* w_hh = static_cast<const T*>(s.w_hh);
-  copy_overlapped(
-      U * G, tid, nthreads,
-      [&](int64_t e) {
-        const int64_t m = e / U, u = e % U;
-        return u < units ? to_acc(w_hh[m * H + j0 + u]) : 0.0f;
-      },
-      [&](int64_t e, float v) { wt_sm[(e % U) * G + e / U] = from_acc<T>(v); });
-  // dL/dh_n and (LSTM) dL/dc_n of this block's units. Consecutive threads take
-  // consecutive units of one row: U contiguous elements per row in memory.
-  for (int64_t e = tid; e < B * U; e += nthreads) {
-    const int64_t b = e / U, u = e % U;
-    const bool mine = u < units;
-    dh_sm[e] = mine ? load<T>(s.grad_h, b * H + j0 + u) : 0.0f;
-    aux_sm[e] = mine && C == SequenceCell::kLstm ? static_cast<const float*>(s.grad_c)[b * H + j0 + u] : 0.0f;
-  }
+  load_columns(wt_sm, static_cast<const T*>(s.w_hh), units, j0, H, G, U, G, tid, nthreads);
+  load_state<T, C>(s, dh_sm, aux_sm, U, units, j0, tid, nthreads);
   __syncthreads();
 
   const T* gate_grads = static_cast<const T*>(C == SequenceCell::kGru ? s.grad_gates_hh : s.grad_gates);
   cg::grid_group grid = cg::this_grid();
   for (int64_t step = s.T - 1; step >= 0; --step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
-    const int64_t t_prev = s.reverse ? t + 1 : t - 1;  // the time of the step before, when step > 0
-    // A: pointwise derivatives of this block's units.
-    for (int64_t e = tid; e < B * U; e += nthreads) {
-      const int64_t b = e / U, u = e % U;
-      if (u >= units) continue;
-      const int64_t j = j0 + u, row = t * B + b;
-      const float dh = load<T>(s.grad_y, row * H + j) + dh_sm[e];
-      cell_backward<T, C>(s, dh, aux_sm[e], row, step > 0 ? t_prev * B + b : -1, b, j);
-    }
+    pointwise_step<T, C>(s, dh_sm, aux_sm, U, units, j0, step, t, tid, nthreads);
     grid.sync();  // every unit's gate gradients of time t written before any block reads them
     // B: dL/dh_{t-1} of this block's units.
     const T* gt = gate_grads + t * B * G;
@@ -182,12 +220,66 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
     __syncthreads();  // dh_sm written before the next step's A reads it
   }
 
-  for (int64_t e = tid; e < B * U; e += nthreads) {
-    const int64_t b = e / U, u = e % U;
-    if (u >= units) continue;
-    store<T>(s.grad_h, b * H + j0 + u, dh_sm[e]);
-    if (C == SequenceCell::kLstm) static_cast<float*>(s.grad_c)[b * H + j0 + u] = aux_sm[e];
+  store_state<T, C>(s, dh_sm, aux_sm, U, units, j0, tid, nthreads);
+}
+
+// float16 / bfloat16 on sm_80+: the same, with phase B on the tensor cores
+// (persistent_common.cuh): D (the block's U units, padded to 16, x 16 batch
+// rows) = W_hh^T's rows (U x G) x the pass's 16 gate-gradient rows, G split
+// over the 8 warps. Shared memory: MmaSmem (W_hh^T's rows, partial tiles),
+// dL/dh and aux (B x U float each, 128-byte aligned), staged gate-gradient rows.
+template <typename T, SequenceCell C>
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    persistent_backward_mma_kernel(SequenceBackward s, int64_t U, int64_t staged) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // never launched there: the launcher asks for sm_80 code
+#else
+  constexpr int64_t NG = gates_of(C);
+  extern __shared__ __align__(128) char smem_mma[];
+  const int64_t H = s.hidden, B = s.B, G = NG * H;
+  const MmaSmem L(U, G, sizeof(T));
+  const int64_t state = round_up(B * U * static_cast<int64_t>(sizeof(float)), 128);
+  T* wt_sm = reinterpret_cast<T*>(smem_mma);
+  float* part = reinterpret_cast<float*>(smem_mma + L.w);
+  float* dh_sm = reinterpret_cast<float*>(smem_mma + L.fixed());          // [b * U + u]
+  float* aux_sm = reinterpret_cast<float*>(smem_mma + L.fixed() + state);  // [b * U + u]
+  T* g_sm = reinterpret_cast<T*>(smem_mma + L.fixed() + 2 * state);
+  const BlockUnits me(U, H);
+  const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp;
+  const int64_t warps = nthreads / 32;
+
+  load_columns(wt_sm, static_cast<const T*>(s.w_hh), units, j0, H, G, L.rows_p, L.ld, tid, nthreads);
+  load_state<T, C>(s, dh_sm, aux_sm, U, units, j0, tid, nthreads);
+  __syncthreads();
+
+  const T* gate_grads = static_cast<const T*>(C == SequenceCell::kGru ? s.grad_gates_hh : s.grad_gates);
+  cg::grid_group grid = cg::this_grid();
+  for (int64_t step = s.T - 1; step >= 0; --step) {
+    const int64_t t = s.reverse ? s.T - 1 - step : step;
+    pointwise_step<T, C>(s, dh_sm, aux_sm, U, units, j0, step, t, tid, nthreads);
+    grid.sync();  // every unit's gate gradients of time t written before any block reads them
+    const T* gt = gate_grads + t * B * G;
+    for (int64_t b0 = 0; b0 < B; b0 += kTile) {
+      const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
+      __syncthreads();  // the previous pass is done with `part` and g_sm
+      if (s0 == 0) {
+        const int64_t ns = B - b0 < staged ? B - b0 : staged;
+        stage_padded_rows(g_sm, gt + b0 * G, ns, round_up(ns, kTile), G, L.ld, tid, nthreads);
+        __syncthreads();
+      }
+      mma_partials(L, wt_sm, g_sm + s0 * L.ld, part, warp, warps);
+      __syncthreads();
+      for (int64_t e = tid; e < units * kTile; e += nthreads) {
+        const int64_t u = e / kTile, n = e % kTile, b = b0 + n;
+        if (b >= B) continue;
+        const float sum = sum_partials(L, part, u, n);
+        dh_sm[b * U + u] = C == SequenceCell::kGru ? sum + aux_sm[b * U + u] : sum;
+      }
+    }
+    __syncthreads();  // dh_sm written before the next step's A reads it
   }
+  store_state<T, C>(s, dh_sm, aux_sm, U, units, j0, tid, nthreads);
+#endif
 }
 
 template <typename T, SequenceCell C>
@@ -196,6 +288,21 @@ struct BackwardLaunch {
     const int64_t G = gates_of(C) * s.hidden;
     PersistentDevice dev;
     if (!persistent_device(s.stream, &dev)) return false;
+    // float16 / bfloat16 on the tensor cores where they fit (and the device
+    // code comes from sm_80+ machine code or PTX).
+    if constexpr (!std::is_same<T, float>::value) {
+      auto mma = &persistent_backward_mma_kernel<T, C>;
+      const int64_t B = s.B;
+      if (dev.major >= 8 && ptx_version(mma) >= 80 &&
+          launch_persistent_kernel(
+              mma, s, dev,
+              [&](int64_t U) {  // + dL/dh and aux, B x U float each
+                return MmaSmem(U, G, sizeof(T)).fixed() + 2 * round_up(B * U * static_cast<int64_t>(sizeof(float)), 128);
+              },
+              (round_up(G, kTile) + 8) * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
+              "sequence_backward_cuda"))
+        return true;
+    }
     return launch_persistent_kernel(
         &persistent_backward_kernel<T, C>, s, dev,
         [&](int64_t U) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },

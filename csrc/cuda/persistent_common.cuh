@@ -9,6 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <cstdint>
 #include <stdexcept>
@@ -156,6 +157,66 @@ __device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t 
         return row < ns && k < H ? load_l2(src + row * H + k) : 0.0f;
       },
       [&](int64_t e, float v) { dst[e] = from_acc<T>(v); });
+}
+
+// ------------------------------------------------------------ tensor cores
+// float16 / bfloat16 on sm_80 and newer: a block's product A (its rows) x B
+// (16 batch rows, as columns) on the tensor cores, WMMA 16 x 16 x 16 tiles
+// with float32 accumulation. The K range is split over the warps (`splits`
+// ranges of 16-wide steps, each summed by one warp); the partial tiles go to
+// shared memory and are added in split order (a fixed order: bitwise
+// repeatable).
+namespace wmma = nvcuda::wmma;
+constexpr int64_t kTile = 16;      // WMMA tile edge, and batch rows per pass
+constexpr int64_t kMmaWarps = 8;   // warps per block
+
+// The shared memory of a tensor-core kernel's product, each part 128-byte
+// aligned: A, the block's `rows` rows of K (storage type), zero-padded to
+// rows_p rows and kp columns; the partial tiles (splits x m_tiles x 16 x 16
+// float); after fixed(), the kernel's own parts and its staged B rows (16 per
+// pass, storage type, zero-padded). Rows of A and B are ld = kp + 8 elements
+// apart: with kp itself, rows 128 bytes apart or a multiple (K a multiple of
+// 64) put a fragment's 16 rows in the same banks; ld stays a multiple of 8
+// elements (WMMA's rule) and every 16-row tile 32-byte aligned.
+struct MmaSmem {
+  int64_t rows_p, kp, ld, m_tiles, k_steps, splits, w, part;
+  __host__ __device__ MmaSmem(int64_t rows, int64_t K, int64_t elem)
+      : rows_p(round_up(rows, kTile)), kp(round_up(K, kTile)), ld(kp + 8), m_tiles(rows_p / kTile),
+        k_steps(kp / kTile),
+        splits(m_tiles >= kMmaWarps ? 1 : (kMmaWarps / m_tiles < k_steps ? kMmaWarps / m_tiles : k_steps)),
+        w(round_up(rows_p * ld * elem, 128)),
+        part(round_up(splits * m_tiles * kTile * kTile * static_cast<int64_t>(sizeof(float)), 128)) {}
+  __host__ __device__ int64_t fixed() const { return w + part; }
+};
+
+// part[split][m] (16 x 16, row-major) = rows 16m.. of a (ld apart) x the 16
+// rows of b (ld apart, as columns) over the split's K range; warp `warp` of
+// `warps` takes tiles warp, warp + warps, ... Every lane of a warp runs this.
+template <typename T>
+__device__ __forceinline__ void mma_partials(const MmaSmem& L, const T* a, const T* b, float* part, int64_t warp,
+                                             int64_t warps) {
+  for (int64_t i = warp; i < L.m_tiles * L.splits; i += warps) {
+    const int64_t m = i % L.m_tiles, split = i / L.m_tiles;
+    const int64_t k_begin = split * L.k_steps / L.splits, k_end = (split + 1) * L.k_steps / L.splits;
+    wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
+    wmma::fill_fragment(acc, 0.0f);
+    for (int64_t ks = k_begin; ks < k_end; ++ks) {
+      wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, wmma::col_major> fb;
+      wmma::load_matrix_sync(fa, a + m * kTile * L.ld + ks * kTile, static_cast<unsigned>(L.ld));
+      wmma::load_matrix_sync(fb, b + ks * kTile, static_cast<unsigned>(L.ld));
+      wmma::mma_sync(acc, fa, fb, acc);
+    }
+    wmma::store_matrix_sync(part + (split * L.m_tiles + m) * kTile * kTile, acc, kTile, wmma::mem_row_major);
+  }
+}
+
+// Row r, column n of the product: the partial tiles added in split order.
+__device__ __forceinline__ float sum_partials(const MmaSmem& L, const float* part, int64_t r, int64_t n) {
+  const int64_t tile = r / kTile, at = (r % kTile) * kTile + n;
+  float sum = 0.0f;
+  for (int64_t split = 0; split < L.splits; ++split) sum += part[(split * L.m_tiles + tile) * kTile * kTile + at];
+  return sum;
 }
 
 // The device a persistent kernel would run on, or false (with any error

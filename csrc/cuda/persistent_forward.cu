@@ -191,28 +191,6 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
 // one warp); the partial tiles go to shared memory and are added in split
 // order (a fixed order: bitwise repeatable), then one thread per (unit, row)
 // applies the gate math.
-namespace wmma = nvcuda::wmma;
-constexpr int64_t kTile = 16;      // WMMA tile edge, and batch rows per pass
-constexpr int64_t kMmaWarps = 8;   // warps per block
-
-// Shared memory of the tensor-core kernel, each part 128-byte aligned: W_hh's
-// rows of the block's units, gate-major (row g*U + u), zero-padded to rows_p
-// rows and K to kp columns (storage type); the partial tiles (splits x
-// m_tiles x 16 x 16 float); then `staged` rows of h_{t-1} (storage type,
-// zero-padded). Rows of both matrices are ld = kp + 8 elements apart: with kp
-// itself, rows 128 bytes apart or a multiple (H a multiple of 64) put a
-// fragment's 16 rows in the same banks; ld stays a multiple of 8 elements
-// (WMMA's rule) and every 16-row tile 32-byte aligned.
-struct MmaSmem {
-  int64_t rows_p, kp, ld, m_tiles, k_steps, splits, w, part;
-  __host__ __device__ MmaSmem(int64_t rows, int64_t H, int64_t elem)
-      : rows_p(round_up(rows, kTile)), kp(round_up(H, kTile)), ld(kp + 8), m_tiles(rows_p / kTile),
-        k_steps(kp / kTile),
-        splits(m_tiles >= kMmaWarps ? 1 : (kMmaWarps / m_tiles < k_steps ? kMmaWarps / m_tiles : k_steps)),
-        w(round_up(rows_p * ld * elem, 128)),
-        part(round_up(splits * m_tiles * kTile * kTile * static_cast<int64_t>(sizeof(float)), 128)) {}
-  __host__ __device__ int64_t fixed() const { return w + part; }
-};
 
 template <typename T, SequenceCell C>
 __global__ void __launch_bounds__(kMmaWarps * 32)
@@ -246,20 +224,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         __syncthreads();
       }
       const T* h_pass = h_sm + s0 * L.ld;
-      for (int64_t i = warp; i < L.m_tiles * L.splits; i += warps) {
-        const int64_t m = i % L.m_tiles, split = i / L.m_tiles;
-        const int64_t k_begin = split * L.k_steps / L.splits, k_end = (split + 1) * L.k_steps / L.splits;
-        wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
-        wmma::fill_fragment(acc, 0.0f);
-        for (int64_t ks = k_begin; ks < k_end; ++ks) {
-          wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, wmma::row_major> a;
-          wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, wmma::col_major> b;
-          wmma::load_matrix_sync(a, w_sm + m * kTile * L.ld + ks * kTile, static_cast<unsigned>(L.ld));
-          wmma::load_matrix_sync(b, h_pass + ks * kTile, static_cast<unsigned>(L.ld));
-          wmma::mma_sync(acc, a, b, acc);
-        }
-        wmma::store_matrix_sync(part + (split * L.m_tiles + m) * kTile * kTile, acc, kTile, wmma::mem_row_major);
-      }
+      mma_partials(L, w_sm, h_pass, part, warp, warps);
       __syncthreads();
       for (int64_t e = tid; e < units * kTile; e += nthreads) {
         const int64_t u = e / kTile, n = e % kTile, b = b0 + n;
@@ -267,10 +232,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         float hg[NG];
 #pragma unroll
         for (int64_t g = 0; g < NG; ++g) {
-          const int64_t r = g * U + u, tile = r / kTile, at = (r % kTile) * kTile + n;
-          float sum = 0.0f;
-          for (int64_t split = 0; split < L.splits; ++split) sum += part[(split * L.m_tiles + tile) * kTile * kTile + at];
-          hg[g] = sum;
+          hg[g] = sum_partials(L, part, g * U + u, n);
         }
         cell_update<T, C>(s, hg, to_acc(h_pass[n * L.ld + j0 + u]), t * B + b, b, j0 + u);
       }
