@@ -89,31 +89,53 @@ def test_backward_batch_staged_in_parts(monkeypatch):
     check_matches_nn(monkeypatch, "LSTM", torch.float32, (T, B, I, H), False)
 
 
-def test_tensor_core_batch_staged_in_parts(monkeypatch):
-    """The tensor-core forward with h_{t-1} staged in parts: bfloat16 LSTM, T=3, B=80, H=1024
-    (H100/H200: 64 rows at a time; A100: 16). The kernel's shared memory, as its launcher
-    computes it: W_hh's rows (padded to 16) and the staged rows kp + 8 elements apart, plus
-    the partial tiles of the K splits. A persistent backward runs where the scalar one's
-    gate-gradient rows fit (the tensor-core backward needs more: its rows pad to 16)."""
-    T, B, I, H = 3, 80, 8, 1024
-    ru = lambda n, m: -(-n // m) * m  # noqa: E731
-    kp = ru(H, 16)
+def ru(n, m):
+    return -(-n // m) * m
 
-    def fixed(U):
-        m_tiles = ru(4 * U, 16) // 16
-        splits = 1 if m_tiles >= 8 else min(8 // m_tiles, kp // 16)
-        return ru(ru(4 * U, 16) * (kp + 8) * 2, 128) + ru(splits * m_tiles * 256 * 4, 128)
 
+def mma_fixed(rows, K, elem=2):
+    """Bytes of a tensor-core kernel's product (persistent_common.cuh, MmaSmem.fixed()): A's
+    rows padded to 16 and kp + 8 apart, and the partial tiles of the K splits."""
+    rows_p, kp = ru(rows, 16), ru(K, 16)
+    m_tiles = rows_p // 16
+    splits = 1 if m_tiles >= 8 else min(8 // m_tiles, kp // 16)
+    return ru(rows_p * (kp + 8) * elem, 128) + ru(splits * m_tiles * 256 * 4, 128)
+
+
+def mma_staged(H, B, fixed, K):
+    """Rows a tensor-core kernel stages at a time on this GPU (16 per pass; rows kp + 8
+    apart), or a reason to skip."""
     if torch.cuda.get_device_capability()[0] < 8:
-        pytest.skip("the tensor-core kernel needs sm_80")
+        pytest.skip("the tensor-core kernels need sm_80")
     p = torch.cuda.get_device_properties(0)
     U = -(-H // p.multi_processor_count)
-    staged = min((p.shared_memory_per_block_optin - fixed(U)) // ((kp + 8) * 2) // 16 * 16, ru(B, 16))
+    room = (p.shared_memory_per_block_optin - fixed(U)) // ((ru(K, 16) + 8) * 2) // 16 * 16
+    return min(room, ru(B, 16)), U, p
+
+
+def test_tensor_core_batch_staged_in_parts(monkeypatch):
+    """The tensor-core forward with h_{t-1} staged in parts: bfloat16 LSTM, T=3, B=80, H=1024
+    (H100/H200: 64 rows at a time; A100: 16). A persistent backward runs where the scalar
+    one's gate-gradient rows fit (the tensor-core backward needs more: its rows pad to 16;
+    here the scalar one runs)."""
+    T, B, I, H = 3, 80, 8, 1024
+    staged, U, p = mma_staged(H, B, lambda U: mma_fixed(4 * U, H), H)
     if not 16 <= staged < B:
         pytest.skip(f"{p.name}: the tensor-core forward stages {staged} rows at a time, not a part of the batch")
     backward_room = (p.shared_memory_per_block_optin - U * 4 * H * 2 - 2 * ru(B * U * 4, 16)) // (4 * H * 2) // 8 * 8
     check_matches_nn(monkeypatch, "LSTM", torch.bfloat16, (T, B, I, H), False, expect_backward=backward_room >= 8,
                      check_tensor_cores=False)
+
+
+def test_tensor_core_backward_staged_in_parts(monkeypatch):
+    """The tensor-core backward with gate-gradient rows staged in parts: bfloat16 GRU, T=3,
+    B=80, H=1024 (H100/H200: 16 rows at a time, 5 parts; the forward stages the whole batch)."""
+    T, B, I, H = 3, 80, 8, 1024
+    G = 3 * H
+    staged, _, p = mma_staged(H, B, lambda U: mma_fixed(U, G) + 2 * ru(B * U * 4, 128), G)
+    if not 16 <= staged < B:
+        pytest.skip(f"{p.name}: the tensor-core backward stages {staged} rows at a time, not a part of the batch")
+    check_matches_nn(monkeypatch, "GRU", torch.bfloat16, (T, B, I, H), False)
 
 
 def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward=True, check_tensor_cores=True):

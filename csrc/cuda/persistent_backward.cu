@@ -13,7 +13,8 @@
 //   B. dL/dh_{t-1} of its units = (gate gradients of all units) . W_hh[:, j]
 //      (+ dh*z for GRU): the gate-gradient rows staged from L2 (storage type), warp
 //      u sums unit j0+u for 8 batch rows at a time, each lane a stride of the
-//      NG*H terms, combined by a fixed butterfly of shuffles.
+//      NG*H terms, combined by a fixed butterfly of shuffles (float16 /
+//      bfloat16 on sm_80+: 16 rows at a time on the tensor cores, below).
 // B only needs this block's own A results from the step before, so one grid
 // barrier per step. Sums and states in float32; the gate gradients are
 // stored in the storage type, as the GEMM path stores them (its weight and
