@@ -59,60 +59,6 @@ __device__ __forceinline__ void copy_overlapped(int64_t n, int64_t tid, int64_t 
   }
 }
 
-// 16 bytes of storage-type values as floats: 4 float, or 8 half / bfloat16.
-__device__ __forceinline__ void to_floats(const uint4& v, float* out, const float*) {
-  *reinterpret_cast<float4*>(out) =
-      make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z), __uint_as_float(v.w));
-}
-__device__ __forceinline__ void to_floats(const uint4& v, float* out, const __half*) {
-  const __half2* h = reinterpret_cast<const __half2*>(&v);
-  const float2 a = __half22float2(h[0]), b = __half22float2(h[1]), c = __half22float2(h[2]), d = __half22float2(h[3]);
-  reinterpret_cast<float4*>(out)[0] = make_float4(a.x, a.y, b.x, b.y);
-  reinterpret_cast<float4*>(out)[1] = make_float4(c.x, c.y, d.x, d.y);
-}
-__device__ __forceinline__ void to_floats(const uint4& v, float* out, const __nv_bfloat16*) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-  const float2 a = __bfloat1622float2(h[0]), b = __bfloat1622float2(h[1]), c = __bfloat1622float2(h[2]),
-               d = __bfloat1622float2(h[3]);
-  reinterpret_cast<float4*>(out)[0] = make_float4(a.x, a.y, b.x, b.y);
-  reinterpret_cast<float4*>(out)[1] = make_float4(c.x, c.y, d.x, d.y);
-}
-
-// dst[0, fill) = src[0, n) as float through L2, then zeros (n <= fill). With a
-// 16-byte aligned src of whole 16-byte pieces (rows of a multiple of 4 float
-// or 8 half values, the usual case), 16-byte loads, four in flight per
-// thread: a 16 x 768 bfloat16 h_{t-1} is then one round trip per thread on
-// 192 threads; else one element per load, eight in flight. dst is 16-byte
-// aligned.
-template <typename T>
-__device__ __forceinline__ void stage_rows(float* dst, const T* src, int64_t n, int64_t fill, int64_t tid,
-                                           int64_t nthreads) {
-  constexpr int64_t V = 16 / sizeof(T);
-  if (reinterpret_cast<uintptr_t>(src) % 16 != 0 || n % V != 0) {
-    copy_overlapped(
-        fill, tid, nthreads, [&](int64_t e) { return e < n ? load_l2(src + e) : 0.0f; },
-        [&](int64_t e, float v) { dst[e] = v; });
-    return;
-  }
-  constexpr int64_t kInFlight = 4;
-  const uint4* src16 = reinterpret_cast<const uint4*>(src);
-  const int64_t pieces = n / V;
-  for (int64_t e0 = tid; e0 < pieces; e0 += kInFlight * nthreads) {
-    uint4 v[kInFlight];
-#pragma unroll
-    for (int64_t i = 0; i < kInFlight; ++i) {
-      const int64_t e = e0 + i * nthreads;
-      if (e < pieces) v[i] = __ldcg(src16 + e);
-    }
-#pragma unroll
-    for (int64_t i = 0; i < kInFlight; ++i) {
-      const int64_t e = e0 + i * nthreads;
-      if (e < pieces) to_floats(v[i], dst + e * V, src);
-    }
-  }
-  for (int64_t e = n + tid; e < fill; e += nthreads) dst[e] = 0.0f;
-}
-
 // This block's hidden units j0 .. j0+units-1 (the last block may own fewer
 // than U) and this thread's place in the block.
 struct BlockUnits {

@@ -6,10 +6,10 @@
 // copies their NG*U rows of W_hh into shared memory once and keeps them for
 // every step, so the cell update of its units needs nothing from other blocks
 // but h_{t-1}. At each step the block stages as many batch rows of h_{t-1}
-// as fit beside W in shared memory (as float; the whole batch when it fits).
+// as fit beside W in shared memory (the whole batch when it fits).
 // Warp u computes unit j0+u for a chunk of 8 batch rows at a time: each lane
-// sums a stride of K for the gates of every row of the chunk, the lanes' sums are combined by a butterfly of shuffles
-// (a fixed order: the result does not depend on timing), and lane r applies
+// sums a stride of K for the gates of every row of the chunk, the lanes' sums
+// are combined by a butterfly of shuffles (a fixed order: the result does not depend on timing), and lane r applies
 // the gate math to row r. The blocks then meet at a grid barrier (cooperative
 // launch, so that every block is resident) and read the h_t that all of them
 // wrote through L2 (__ldcg: never a stale L1 line).
@@ -38,7 +38,7 @@ namespace {
 namespace cg = cooperative_groups;
 
 // Dynamic shared memory: W_hh's rows of this block (NG*U x H, storage type),
-// then `staged` rows of h_{t-1} (a multiple of kRowsPerPass, x H, float), 16-byte aligned.
+// then `staged` rows of h_{t-1} (a multiple of kRowsPerPass, x H, storage type), 16-byte aligned.
 __host__ __device__ inline int64_t weight_bytes(int64_t rows, int64_t H, int64_t elem) {
   return round_up(rows * H * elem, 16);
 }
@@ -125,7 +125,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
   char* smem = reinterpret_cast<char*>(smem_f4);
   const int64_t H = s.hidden, B = s.B;
   T* w_sm = reinterpret_cast<T*>(smem);
-  float* h_sm = reinterpret_cast<float*>(smem + weight_bytes(NG * U, H, sizeof(T)));
+  T* h_sm = reinterpret_cast<T*>(smem + weight_bytes(NG * U, H, sizeof(T)));
   const BlockUnits me(U, H);
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp, lane = me.lane;
 
@@ -141,12 +141,11 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
       if (s0 == 0) {
         // Rows b0 .. b0+staged-1 (those that exist; zeros after them, up to a whole pass).
         const int64_t ns = B - b0 < staged ? B - b0 : staged;
-        const int64_t fill = (ns + kRowsPerPass - 1) / kRowsPerPass * kRowsPerPass;
         __syncthreads();  // the previous passes are done with h_sm (and W is in place)
-        stage_rows(h_sm, h_prev + b0 * H, ns * H, fill * H, tid, nthreads);
+        stage_padded_rows(h_sm, h_prev + b0 * H, ns, round_up(ns, kRowsPerPass), H, H, tid, nthreads);
         __syncthreads();
       }
-      const float* h_pass = h_sm + s0 * H;
+      const T* h_pass = h_sm + s0 * H;
       if (warp < units) {
         const int64_t u = warp, j = j0 + u;
         float acc[kRowsPerPass][NG];
@@ -161,7 +160,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
           for (int64_t g = 0; g < NG; ++g) w[g] = to_acc(w0[g * U * H + k]);
 #pragma unroll
           for (int64_t r = 0; r < kRowsPerPass; ++r) {
-            const float hv = h_pass[r * H + k];
+            const float hv = to_acc(h_pass[r * H + k]);
 #pragma unroll
             for (int64_t g = 0; g < NG; ++g) acc[r][g] = fmaf(w[g], hv, acc[r][g]);
           }
@@ -174,7 +173,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
             for (int64_t m = 16; m > 0; m /= 2) acc[r][g] += __shfl_xor_sync(kFullMask, acc[r][g], m);
 #pragma unroll
         for (int64_t r = 0; r < kRowsPerPass; ++r) {
-          if (lane == r && r < nb) cell_update<T, C>(s, acc[r], h_pass[r * H + j], t * B + b0 + r, b0 + r, j);
+          if (lane == r && r < nb) cell_update<T, C>(s, acc[r], to_acc(h_pass[r * H + j]), t * B + b0 + r, b0 + r, j);
         }
       }
     }
@@ -260,11 +259,11 @@ struct ForwardLaunch {
               "sequence_forward_cuda"))
         return true;
     }
-    // W_hh's rows of the block's units; then h_{t-1} rows as float.
+    // W_hh's rows of the block's units; then h_{t-1} rows.
     return launch_persistent_kernel(
         &persistent_forward_kernel<T, C>, s, dev,
         [&](int64_t U) { return weight_bytes(gates_of(C) * U, H, sizeof(T)); },
-        H * static_cast<int64_t>(sizeof(float)), BlockShape{}, "sequence_forward_cuda");
+        H * static_cast<int64_t>(sizeof(T)), BlockShape{}, "sequence_forward_cuda");
   }
 };
 
