@@ -145,26 +145,35 @@ struct SequenceArgs {
   SequenceForward a{};
   Tensor w_hh, h0;
 };
-SequenceArgs sequence_args(SequenceCell cell, const Schedule& s, int64_t H, const Tensor& x_gates,
-                           const Tensor& b_ih, const Tensor& b_hh, const Tensor& w_hh, const Tensor& h0,
-                           const Tensor& y, void* stream) {
-  SequenceArgs args;
+// The fields both directions share (Args: SequenceArgs or SequenceBackwardArgs),
+// with args.w_hh and args.h0 made dense first.
+template <typename Args>
+void set_sequence_fields(Args& args, SequenceCell cell, at::ScalarType dtype, const Schedule& s, int64_t H,
+                         const Tensor& w_hh, const Tensor& h0, void* stream) {
   args.w_hh = w_hh.contiguous();
   args.h0 = h0.contiguous();
-  SequenceForward& a = args.a;
+  auto& a = args.a;
   a.cell = cell;
-  a.dtype = to_dtype(x_gates.scalar_type());
+  a.dtype = to_dtype(dtype);
   a.T = s.T;
   a.B = s.B;
   a.hidden = H;
   a.reverse = s.reverse;
+  a.w_hh = args.w_hh.data_ptr();
+  a.h0 = args.h0.data_ptr();
+  a.stream = stream;
+}
+
+SequenceArgs sequence_args(SequenceCell cell, const Schedule& s, int64_t H, const Tensor& x_gates,
+                           const Tensor& b_ih, const Tensor& b_hh, const Tensor& w_hh, const Tensor& h0,
+                           const Tensor& y, void* stream) {
+  SequenceArgs args;
+  set_sequence_fields(args, cell, x_gates.scalar_type(), s, H, w_hh, h0, stream);
+  SequenceForward& a = args.a;
   a.x_gates = x_gates.data_ptr();
   a.b_ih = opt_ptr(b_ih);
   a.b_hh = opt_ptr(b_hh);
-  a.w_hh = args.w_hh.data_ptr();
-  a.h0 = args.h0.data_ptr();
   a.y = y.data_ptr();
-  a.stream = stream;
   return args;
 }
 
@@ -179,23 +188,13 @@ SequenceBackwardArgs sequence_backward_args(SequenceCell cell, const Schedule& s
                                             const Tensor& h0, const Tensor& gy, const Tensor& y, const Tensor& ws,
                                             const Tensor& dh_state, const Tensor& d_gates, void* stream) {
   SequenceBackwardArgs args;
-  args.w_hh = w_hh.contiguous();
-  args.h0 = h0.contiguous();
+  set_sequence_fields(args, cell, gy.scalar_type(), s, H, w_hh, h0, stream);
   SequenceBackward& a = args.a;
-  a.cell = cell;
-  a.dtype = to_dtype(gy.scalar_type());
-  a.T = s.T;
-  a.B = s.B;
-  a.hidden = H;
-  a.reverse = s.reverse;
-  a.w_hh = args.w_hh.data_ptr();
   a.grad_y = gy.data_ptr();
   a.y = y.data_ptr();
-  a.h0 = args.h0.data_ptr();
   a.workspace = opt_ptr(ws);
   a.grad_h = dh_state.data_ptr();
   a.grad_gates = d_gates.data_ptr();
-  a.stream = stream;
   return args;
 }
 
