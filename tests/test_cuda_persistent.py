@@ -129,7 +129,8 @@ def test_tensor_core_batch_staged_in_parts(monkeypatch):
 
 def test_tensor_core_backward_staged_in_parts(monkeypatch):
     """The tensor-core backward with gate-gradient rows staged in parts: bfloat16 GRU, T=3,
-    B=80, H=1024 (H100/H200: 16 rows at a time, 5 parts; the forward stages the whole batch)."""
+    B=80, H=1024 (H100/H200: 16 rows at a time, 5 parts; there the tensor-core forward stages
+    its h_{t-1} rows in parts too, 64 at a time)."""
     T, B, I, H = 3, 80, 8, 1024
     G = 3 * H
     staged, _, p = mma_staged(H, B, lambda U: mma_fixed(U, G) + 2 * ru(B * U * 4, 128), G)

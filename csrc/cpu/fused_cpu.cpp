@@ -478,6 +478,10 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
               const int64_t u0 = NG > 1 ? j0 : j0 + v * W, n = std::max<int64_t>(0, std::min(W, H - u0));
               const T* src = xg + (off + r) * G + (NG > 1 ? v * H : 0) + u0;
               T* dst = acc + (r * NV + v) * W;
+              if (n == W) {  // one vector copy (the masked loop compiled to scalar moves)
+                std::memcpy(dst, src, W * sizeof(T));
+                continue;
+              }
               for (int64_t l = 0; l < W; ++l) dst[l] = l < n ? src[l] : T(0);
             }
         }
