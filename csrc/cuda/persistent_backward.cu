@@ -294,7 +294,7 @@ struct BackwardLaunch {
     if constexpr (!std::is_same<T, float>::value) {
       auto mma = &persistent_backward_mma_kernel<T, C>;
       const int64_t B = s.B;
-      if (dev.major >= 8 && ptx_version(mma) >= 80 &&
+      if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
               mma, s, dev,
               [&](int64_t U) {  // + dL/dh and aux, B x U float each

@@ -196,27 +196,17 @@ inline bool persistent_device(void* stream, PersistentDevice* d) {
   return true;
 }
 
-// The most threads a block of `kernel` can have (its registers bound it), or 0.
+// `kernel`'s attributes (maxThreadsPerBlock: the most threads its registers
+// allow a block; ptxVersion: the PTX it was compiled from, e.g. 80 for
+// sm_80), all zero when they cannot be read.
 template <typename Kernel>
-inline int64_t max_threads(Kernel kernel) {
+inline cudaFuncAttributes kernel_attributes(Kernel kernel) {
   cudaFuncAttributes attrs{};
   if (cudaFuncGetAttributes(&attrs, kernel) != cudaSuccess) {
     cudaGetLastError();
-    return 0;
+    return cudaFuncAttributes{};
   }
-  return attrs.maxThreadsPerBlock;
-}
-
-// The PTX version the device's code for `kernel` was compiled from (e.g. 80
-// for sm_80), or 0.
-template <typename Kernel>
-inline int64_t ptx_version(Kernel kernel) {
-  cudaFuncAttributes attrs{};
-  if (cudaFuncGetAttributes(&attrs, kernel) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return attrs.ptxVersion;
+  return attrs;
 }
 
 // Launches `kernel` cooperatively (every block resident at once, as its grid
@@ -226,20 +216,17 @@ inline int64_t ptx_version(Kernel kernel) {
 // maximum, the same value on every call: a per-call value could be lowered by
 // another host thread between this call's setting and its launch.
 template <typename Kernel>
-inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem, int64_t smem_optin,
-                               void** params, void* stream, const char* what) {
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_optin)) !=
+inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem,
+                               const PersistentDevice& dev, void** params, void* stream, const char* what) {
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dev.smem_optin)) !=
       cudaSuccess) {
     cudaGetLastError();
     return false;
   }
   int per_sm = 0;
-  int sms = 0, device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(threads),
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(threads),
                                                     static_cast<size_t>(smem)) != cudaSuccess ||
-      static_cast<int64_t>(per_sm) * sms < blocks) {
+      static_cast<int64_t>(per_sm) * dev.sms < blocks) {
     cudaGetLastError();
     return false;
   }
@@ -270,7 +257,7 @@ inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Persist
                                      int64_t per_row, BlockShape shape, const char* what) {
   const int64_t H = s.hidden, U = (H + dev.sms - 1) / dev.sms, pass = shape.rows_per_pass;
   const int64_t threads = shape.threads ? shape.threads : 32 * U;
-  if (U > kMaxUnits || threads > max_threads(kernel)) return false;
+  if (U > kMaxUnits || threads > kernel_attributes(kernel).maxThreadsPerBlock) return false;
   const int64_t room = (dev.smem_optin - fixed(U)) / per_row / pass * pass;
   const int64_t batch = round_up(s.B, pass);
   const int64_t staged = batch < room ? batch : room;
@@ -278,8 +265,8 @@ inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Persist
   Args args = s;
   int64_t units = U, staged_rows = staged;
   void* params[] = {&args, &units, &staged_rows};
-  return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U) + staged * per_row, dev.smem_optin, params,
-                            s.stream, what);
+  return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U) + staged * per_row, dev, params, s.stream,
+                            what);
 }
 
 // Launch<T, C>::run(s) for s's storage type (float, half, bfloat16) and cell;

@@ -252,7 +252,7 @@ struct ForwardLaunch {
       // (The code the device would run must come from sm_80+ machine code or
       // PTX: a build for an older target alone holds only the trap.)
       auto mma = &persistent_forward_mma_kernel<T, C>;
-      if (dev.major >= 8 && ptx_version(mma) >= 80 &&
+      if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
               mma, s, dev, [&](int64_t U) { return MmaSmem(gates_of(C) * U, H, sizeof(T)).fixed(); },
               (round_up(H, kTile) + 8) * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
