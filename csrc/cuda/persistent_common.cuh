@@ -212,13 +212,13 @@ inline cudaFuncAttributes kernel_attributes(Kernel kernel) {
 // Launches `kernel` cooperatively (every block resident at once, as its grid
 // barriers need) and returns true; returns false without launching when that
 // many blocks cannot be resident at once. Other launch errors throw.
-// The kernel's dynamic shared-memory limit is set to the device's opt-in
-// maximum, the same value on every call: a per-call value could be lowered by
-// another host thread between this call's setting and its launch.
+// The kernel's dynamic shared-memory limit is set to smem_max (the most it
+// can have), the same value on every call: a per-call value could be lowered
+// by another host thread between this call's setting and its launch.
 template <typename Kernel>
-inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem,
+inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem, int64_t smem_max,
                                const PersistentDevice& dev, void** params, void* stream, const char* what) {
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(dev.smem_optin)) !=
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max)) !=
       cudaSuccess) {
     cudaGetLastError();
     return false;
@@ -257,16 +257,22 @@ inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Persist
                                      int64_t per_row, BlockShape shape, const char* what) {
   const int64_t H = s.hidden, U = (H + dev.sms - 1) / dev.sms, pass = shape.rows_per_pass;
   const int64_t threads = shape.threads ? shape.threads : 32 * U;
-  if (U > kMaxUnits || threads > kernel_attributes(kernel).maxThreadsPerBlock) return false;
-  const int64_t room = (dev.smem_optin - fixed(U)) / per_row / pass * pass;
+  const cudaFuncAttributes attrs = kernel_attributes(kernel);
+  if (U > kMaxUnits || threads > attrs.maxThreadsPerBlock) return false;
+  // Dynamic shared memory may take the opt-in maximum less the kernel's
+  // static shared memory (the sm_90 build of every persistent kernel has 1 KB
+  // of it, reserved by the compiler): asking for the whole opt-in maximum
+  // would fail and silently send every call to the GEMM path.
+  const int64_t smem_max = dev.smem_optin - static_cast<int64_t>(attrs.sharedSizeBytes);
+  const int64_t room = (smem_max - fixed(U)) / per_row / pass * pass;
   const int64_t batch = round_up(s.B, pass);
   const int64_t staged = batch < room ? batch : room;
   if (staged < pass) return false;
   Args args = s;
   int64_t units = U, staged_rows = staged;
   void* params[] = {&args, &units, &staged_rows};
-  return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U) + staged * per_row, dev, params, s.stream,
-                            what);
+  return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U) + staged * per_row, smem_max, dev, params,
+                            s.stream, what);
 }
 
 // Launch<T, C>::run(s) for s's storage type (float, half, bfloat16) and cell;
