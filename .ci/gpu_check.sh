@@ -117,10 +117,17 @@ bench() {
   else tail -3 "$WORK/$name.log" | sed 's/^/  /' | tee -a "$SUMMARY"; fi
 }
 
+# Why a persistent kernel was not launched, if one was not (RNN_EXT_CUDA_PATH_LOG=1), counted per reason.
+declines() {
+  grep -h "persistent kernel not launched" "$WORK/$1.log" | sort | uniq -c | sort -rn | head -8 | sed 's/^/  /' |
+    tee -a "$SUMMARY"
+}
+
 tests tests-gemm 240 RNN_EXT_CUDA_PATH=
 bench bench-gemm 90 gpu-quick RNN_EXT_CUDA_PATH=
-bench bench-persistent 90 gpu-quick RNN_EXT_CUDA_PATH=persistent
-tests tests-persistent 180 RNN_EXT_CUDA_PATH=persistent
+bench bench-persistent 90 gpu-quick RNN_EXT_CUDA_PATH=persistent RNN_EXT_CUDA_PATH_LOG=1
+declines bench-persistent
+tests tests-persistent 180 RNN_EXT_CUDA_PATH=persistent RNN_EXT_CUDA_PATH_LOG=1
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     stage "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 3 --target-processes all \

@@ -12,6 +12,8 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -165,6 +167,18 @@ __device__ __forceinline__ float sum_partials(const MmaSmem& L, const float* par
   return sum;
 }
 
+// Returns false: a persistent kernel is not launched (the next kernel, or the
+// GEMM path, runs instead). With RNN_EXT_CUDA_PATH_LOG=1 (read per call) it
+// also says why on stderr, with the CUDA error if one caused it: a test that
+// finds another kernel ran then shows the reason in its captured output.
+inline bool declined(const char* why, cudaError_t err = cudaSuccess) {
+  const char* env = std::getenv("RNN_EXT_CUDA_PATH_LOG");
+  if (env && env[0] == '1')
+    std::fprintf(stderr, "rnn_ext: persistent kernel not launched: %s%s%s\n", why, err != cudaSuccess ? ": " : "",
+                 err != cudaSuccess ? cudaGetErrorString(err) : "");
+  return false;
+}
+
 // The device a persistent kernel would run on, or false (with any error
 // cleared, so that the GEMM path runs instead): no cooperative launch, or the
 // stream is being captured into a CUDA graph (torch.compile's reduce-overhead
@@ -175,21 +189,23 @@ struct PersistentDevice {
 };
 inline bool persistent_device(void* stream, PersistentDevice* d) {
   int device = 0, sms = 0, smem_optin = 0, cooperative = 0, major = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device) != cudaSuccess) {
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device);
+  if (err != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return declined("device attributes", err);
   }
-  if (!cooperative || sms <= 0) return false;
+  if (!cooperative || sms <= 0) return declined("the device has no cooperative launch");
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &capture) != cudaSuccess ||
-      capture != cudaStreamCaptureStatusNone) {
+  err = cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &capture);
+  if (err != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return declined("stream capture status", err);
   }
+  if (capture != cudaStreamCaptureStatusNone) return declined("the stream is being captured");
   d->sms = sms;
   d->smem_optin = smem_optin;
   d->major = major;
@@ -218,18 +234,20 @@ inline cudaFuncAttributes kernel_attributes(Kernel kernel) {
 template <typename Kernel>
 inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, int64_t smem, int64_t smem_max,
                                const PersistentDevice& dev, void** params, void* stream, const char* what) {
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max)) !=
-      cudaSuccess) {
+  cudaError_t set =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max));
+  if (set != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return declined("setting the dynamic shared memory limit", set);
   }
   int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(threads),
-                                                    static_cast<size_t>(smem)) != cudaSuccess ||
-      static_cast<int64_t>(per_sm) * dev.sms < blocks) {
+  set = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, static_cast<int>(threads),
+                                                      static_cast<size_t>(smem));
+  if (set != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return declined("occupancy query", set);
   }
+  if (static_cast<int64_t>(per_sm) * dev.sms < blocks) return declined("not every block can be resident");
   const cudaError_t err = cudaLaunchCooperativeKernel(
       reinterpret_cast<const void*>(kernel), dim3(static_cast<unsigned>(blocks)), dim3(static_cast<unsigned>(threads)),
       params, static_cast<size_t>(smem), static_cast<cudaStream_t>(stream));
@@ -237,7 +255,7 @@ inline bool launch_cooperative(Kernel kernel, int64_t blocks, int64_t threads, i
   cudaGetLastError();  // not left for an unrelated later check to report
   // Fewer multiprocessors usable than the device has (MPS limits, green
   // contexts): the GEMM path runs instead.
-  if (err == cudaErrorCooperativeLaunchTooLarge) return false;
+  if (err == cudaErrorCooperativeLaunchTooLarge) return declined("cooperative launch", err);
   throw std::runtime_error(std::string(what) + ": cooperative launch failed: " + cudaGetErrorString(err));
 }
 
@@ -258,7 +276,8 @@ inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Persist
   const int64_t H = s.hidden, U = (H + dev.sms - 1) / dev.sms, pass = shape.rows_per_pass;
   const int64_t threads = shape.threads ? shape.threads : 32 * U;
   const cudaFuncAttributes attrs = kernel_attributes(kernel);
-  if (U > kMaxUnits || threads > attrs.maxThreadsPerBlock) return false;
+  if (U > kMaxUnits) return declined("more hidden units per block than a block takes");
+  if (threads > attrs.maxThreadsPerBlock) return declined("more threads than the kernel's registers allow");
   // Dynamic shared memory may take the opt-in maximum less the kernel's
   // static shared memory (the sm_90 build of every persistent kernel has 1 KB
   // of it, reserved by the compiler): asking for the whole opt-in maximum
@@ -267,7 +286,7 @@ inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Persist
   const int64_t room = (smem_max - fixed(U)) / per_row / pass * pass;
   const int64_t batch = round_up(s.B, pass);
   const int64_t staged = batch < room ? batch : room;
-  if (staged < pass) return false;
+  if (staged < pass) return declined("W_hh and the state do not fit in shared memory");
   Args args = s;
   int64_t units = U, staged_rows = staged;
   void* params[] = {&args, &units, &staged_rows};
