@@ -66,7 +66,7 @@ ALLOWLIST = [
     ("persistent_common.cuh", r"__ldcg\(reinterpret_cast<const unsigned short\*>\(p\)\)", "the 16 bits of one half/bfloat16"),
     ("persistent_common.cuh", r"^int (device = 0, sms = 0, smem_optin = 0, cooperative = 0, major = 0|per_sm = 0);$",
      "device attributes and occupancy, as the CUDA runtime returns them"),
-    ("persistent_common.cuh", r"static_cast<int>\((smem|threads|dev\.smem_optin)\)", "shared bytes (<= the opt-in limit) and threads (<= 1024) for the runtime API"),
+    ("persistent_common.cuh", r"static_cast<int>\((smem|smem_max|threads)\)", "shared bytes (<= the opt-in limit) and threads (<= 1024) for the runtime API"),
     ("persistent_common.cuh", r"static_cast<unsigned>\(L\.ld\)", "WMMA's ldm (unsigned): K rounded up to 16, plus 8"),
     ("persistent_common.cuh", r"dim3\(static_cast<unsigned>\(blocks\)\), dim3\(static_cast<unsigned>\(threads\)\)",
      "launch shape: blocks <= multiprocessors, threads <= 1024"),
