@@ -119,7 +119,7 @@ bench() {
 
 # Why a persistent kernel was not launched, if one was not (RNN_EXT_CUDA_PATH_LOG=1), counted per reason.
 declines() {
-  grep -h "persistent kernel not launched" "$WORK/$1.log" | sort | uniq -c | sort -rn | head -8 | sed 's/^/  /' |
+  grep -h "persistent kernel not launched" "$WORK/$1.log" 2>/dev/null | sort | uniq -c | sort -rn | head -8 | sed 's/^/  /' |
     tee -a "$SUMMARY"
 }
 
