@@ -633,7 +633,7 @@ RNN_EXT_INLINE void backward_thread(const Backward& bw, int tid, int nt, StepsDo
         const T* next = stream ? wp + (b + 1 < mine.b1 ? b + 1 : mine.b0) * G * NV * W : nullptr;
         // Chunks of 32 KB (still in L1): each row tile reloads its
         // accumulators half as often over the long K = G (LSTM backward, 2
-        // threads, Xeon VM, T=50 B=64 I=H=512: 107.8 -> 105.2 ms; 16 KB
+        // threads, Xeon VM, T=50 B=64 I=H=512: 107.1 -> 104.3 ms; 16 KB
         // stays better for the forward products).
         block_product<T, W, NV, MR, 2>(a.data(), rn, G, wp + b * G * NV * W, acc, false, no_op, next);
         for (int64_t r = 0; r < rn; ++r) store_row<T, C == Cell::kGru>(dhs + r * H + j0, acc + r * NV * W, nval);

@@ -280,8 +280,9 @@ inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Persist
   if (threads > attrs.maxThreadsPerBlock) return declined("more threads than the kernel's registers allow");
   // Dynamic shared memory may take the opt-in maximum less the kernel's
   // static shared memory (the sm_90 build of every persistent kernel has 1 KB
-  // of it, reserved by the compiler): asking for the whole opt-in maximum
-  // would fail and silently send every call to the GEMM path.
+  // of it, cuobjdump's .nv.shared.reserved.0): if the runtime counts that,
+  // asking for the whole opt-in maximum fails and every call would silently
+  // take the GEMM path.
   const int64_t smem_max = dev.smem_optin - static_cast<int64_t>(attrs.sharedSizeBytes);
   const int64_t room = (smem_max - fixed(U)) / per_row / pass * pass;
   const int64_t batch = round_up(s.B, pass);
