@@ -167,9 +167,9 @@ RNN_EXT_INLINE void pack_backward_blocks(Cell cell, const T* __restrict w, int64
 // (accumulate: add to what out holds, else overwrite it). The panel starts
 // at row k0, its rows NV*W elements apart (a compile-time stride keeps the
 // loads' offsets immediate: 3-5% faster LSTM forward).
-template <typename T, int64_t W, int64_t NV, int64_t MR>
+template <typename T, int64_t W, int64_t NV, int64_t MR, bool kPrefetch>
 RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, const T* __restrict panel,
-                                 T* __restrict out, bool accumulate) {
+                                 T* __restrict out, bool accumulate, const char* pf, int64_t pf_lines) {
   constexpr int64_t ldp = NV * W;
   using V = typename VecOf<T, W>::type;
   V acc[MR][NV];
@@ -182,6 +182,7 @@ RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, cons
   for (int64_t m = 0; m < MR; ++m) rows[m] = a[m] + k0;
   const T* p = panel;
   for (int64_t k = 0; k < kn; ++k) {
+    if (kPrefetch && k < pf_lines) __builtin_prefetch(pf + k * 64, 0, 2);
     V w[NV];
     for (int64_t v = 0; v < NV; ++v) std::memcpy(&w[v], p + k * ldp + v * W, sizeof(V));
     for (int64_t m = 0; m < MR; ++m) {
@@ -194,16 +195,16 @@ RNN_EXT_INLINE void micro_kernel(const T* const* a, int64_t k0, int64_t kn, cons
 }
 
 // Same for any mr <= MR rows (the tail of the batch).
-template <typename T, int64_t W, int64_t NV, int64_t MR>
+template <typename T, int64_t W, int64_t NV, int64_t MR, bool kPrefetch = false>
 RNN_EXT_INLINE void tile(const T* const* a, int64_t mr, int64_t k0, int64_t kn, const T* panel, T* out,
-                         bool accumulate) {
+                         bool accumulate, const char* pf = nullptr, int64_t pf_lines = 0) {
   if constexpr (MR > 1) {
     if (mr < MR) {
-      tile<T, W, NV, MR - 1>(a, mr, k0, kn, panel, out, accumulate);
+      tile<T, W, NV, MR - 1, kPrefetch>(a, mr, k0, kn, panel, out, accumulate, pf, pf_lines);
       return;
     }
   }
-  micro_kernel<T, W, NV, MR>(a, k0, kn, panel, out, accumulate);
+  micro_kernel<T, W, NV, MR, kPrefetch>(a, k0, kn, panel, out, accumulate, pf, pf_lines);
 }
 
 // Software prefetch of n elements from p into L2, one request per cache line.
@@ -231,8 +232,9 @@ constexpr int64_t k_chunk() {
 // With a next_panel (see streams_panels), the row tiles of each chunk prefetch
 // the next slice into L2: the panel's next chunk, else next_panel's first.
 //
-// after_tile(m0, mr) runs after each row tile of the first chunk, so that work
-// there (prefetches) is spread among the products instead of stalling at once.
+// after_tile(j, n) runs after the j-th of the product's n row-tile calls (all
+// chunks), so that work there (prefetches) is spread thinly among the
+// products: a burst of prefetches fills the line-fill buffers and stalls.
 //
 // kChunks: chunks of that many 16 KB slices (see backward_thread).
 template <typename T, int64_t W, int64_t NV, int64_t MR, int64_t kChunks = 1, typename F>
@@ -242,19 +244,23 @@ RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, co
   // Rows split evenly among the tiles (32 = 6+6+5+5+5+5, not 6*5+2): a tile
   // of one or two rows runs at a fraction of the FMA rate.
   const int64_t tiles = (rows + MR - 1) / MR, base = tiles ? rows / tiles : 0, extra = tiles ? rows % tiles : 0;
-  for (int64_t k0 = 0; k0 < K; k0 += kChunk) {
+  const int64_t calls = ceil_div(K, kChunk) * tiles;
+  for (int64_t k0 = 0, j = 0; k0 < K; k0 += kChunk) {
     const int64_t kn = std::min(kChunk, K - k0);
     // The slice after this one (or the next panel's first), a share per tile.
     const T* ahead = !next_panel ? nullptr : k0 + kn < K ? panel + (k0 + kn) * kRow : next_panel;
     const int64_t ahead_n = (k0 + kn < K ? std::min(kChunk, K - k0 - kn) : kChunk) * kRow;
-    for (int64_t m0 = 0, i = 0; m0 < rows; ++i) {
+    for (int64_t m0 = 0, i = 0; m0 < rows; ++i, ++j) {
       const int64_t mr = std::min(rows - m0, base + (i < extra));
-      tile<T, W, NV, MR>(a + m0, mr, k0, kn, panel + k0 * kRow, acc + m0 * NV * W, accumulate || k0 > 0);
-      if (k0 == 0) after_tile(m0, mr);
       if (ahead) {
         const int64_t p0 = ahead_n * i / tiles, p1 = ahead_n * (i + 1) / tiles;
-        prefetch(ahead + p0, p1 - p0, false);
+        const int64_t lines = ((p1 - p0) * static_cast<int64_t>(sizeof(T)) + 63) / 64;
+        tile<T, W, NV, MR, true>(a + m0, mr, k0, kn, panel + k0 * kRow, acc + m0 * NV * W, accumulate || k0 > 0,
+                                 reinterpret_cast<const char*>(ahead + p0), lines);
+      } else {
+        tile<T, W, NV, MR>(a + m0, mr, k0, kn, panel + k0 * kRow, acc + m0 * NV * W, accumulate || k0 > 0);
       }
+      after_tile(j, calls);
       m0 += mr;
     }
   }
@@ -441,38 +447,46 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
       const bool last = b + 1 == mine.b1, more = !last || k + 1 < f.s.T;
       const int64_t jn = bn * UW, nn = std::min(UW, H - jn);
       const int64_t pr = last && more ? f.s.rows[k + 1] : rows, po = last && more ? f.s.offset[k + 1] : off;
-      // Its workspace lines, for write, a tile's share after each row tile:
-      // the workspace is written once, in lines H elements apart, which the
-      // hardware prefetchers do not follow, so each store waited on its
-      // line's read from memory (LSTM forward, T=64 B=32 I=64 H=128, one
-      // thread, 25 alternated runs: 6.88 -> 6.66 ms; at B=32 I=H=256 and B=64
-      // I=H=512, two threads, within the noise, 2% faster at best).
-      const auto ws_ahead = [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
+      // Its workspace lines, for write, spread over this block's tile calls
+      // (item q: row q / parts, part q % parts): the workspace is written
+      // once, in lines H elements apart, which the hardware prefetchers do
+      // not follow, so each store waited on its line's read from memory
+      // (LSTM forward, T=64 B=32 I=64 H=128, one thread, 25 alternated runs:
+      // 6.88 -> 6.66 ms).
+      const auto ws_ahead = [&](int64_t j, int64_t calls) RNN_EXT_LAMBDA_INLINE {
         if (!ws || !more) return;
-        const int64_t end = m0 + mr < rows ? std::min(m0 + mr, pr) : pr;
-        for (int64_t r = std::min(m0, pr); r < end; ++r)
-          for (int64_t g = 0; g < kWsParts; ++g) prefetch(ws + (po + r) * kWsParts * H + g * H + jn, nn, true);
+        const int64_t items = pr * kWsParts;
+        for (int64_t q = items * j / calls, e = items * (j + 1) / calls; q < e; ++q)
+          prefetch(ws + (po + q / kWsParts) * kWsParts * H + q % kWsParts * H + jn, nn, true);
       };
       if (x_inside) {
         // The next step's x rows come from memory: ask for them a step ahead,
-        // a share with each block.
-        if (k + 1 < f.s.T) {
-          const int64_t rn = f.s.rows[k + 1], nb = mine.b1 - mine.b0, i = b - mine.b0;
-          for (int64_t r = rn * i / nb; r < rn * (i + 1) / nb; ++r) prefetch(xin + (f.s.offset[k + 1] + r) * I, I, false);
-        }
+        // a share of the rows with each block, a line at a time spread over
+        // its tile calls.
+        const auto x_ahead = [&](int64_t j, int64_t calls) RNN_EXT_LAMBDA_INLINE {
+          if (k + 1 >= f.s.T) return;
+          constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
+          const int64_t rn = f.s.rows[k + 1], nb = mine.b1 - mine.b0, i = b - mine.b0, lines = ceil_div(I, kLine);
+          const int64_t r0 = rn * i / nb, items = (rn * (i + 1) / nb - r0) * lines;
+          for (int64_t q = items * j / calls, e = items * (j + 1) / calls; q < e; ++q) {
+            const int64_t l = q % lines * kLine;
+            prefetch(xin + (f.s.offset[k + 1] + r0 + q / lines) * I + l, std::min(kLine, I - l), false);
+          }
+        };
         const bool with_x = I > 0;
         const T* next_x = stream ? wip + bn * I * NV * W : nullptr;
         const T* next_h = stream ? wp + bn * K * NV * W : nullptr;
         if (with_x)
           block_product<T, W, NV, MR>(ax.data(), rows, I, wip + b * I * NV * W, acc, false, ws_ahead,
                                       stream ? panel : nullptr);
-        if (with_x) block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, true, no_op, next_x);
+        if (with_x) block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, true, x_ahead, next_x);
         else block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, false, ws_ahead, next_h);
       } else {
         // x_gates precomputed. LSTM and RNN start the tile from it (GRU's
         // epilogue reads it). Its rows are a page apart, which no hardware
         // prefetcher follows: ask for them a block ahead (the next block of
-        // this step, or the first block of the next step), a tile at a time.
+        // this step, or the first block of the next step), spread over the
+        // tile calls (item q: row q / NG, gate q % NG).
         constexpr bool kStartFromX = C != Cell::kGru;
         if constexpr (kStartFromX) {
           for (int64_t r = 0; r < rows; ++r)
@@ -489,13 +503,12 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
         }
         const T* next = stream ? wp + bn * K * NV * W : nullptr;
         block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, kStartFromX,
-                                    [&](int64_t m0, int64_t mr) RNN_EXT_LAMBDA_INLINE {
+                                    [&](int64_t j, int64_t calls) RNN_EXT_LAMBDA_INLINE {
                                       if (!more) return;
-                                      const int64_t end = m0 + mr < rows ? std::min(m0 + mr, pr) : pr;
-                                      for (int64_t r = std::min(m0, pr); r < end; ++r)
-                                        for (int64_t g = 0; g < NG; ++g)
-                                          prefetch(xg + (po + r) * G + g * H + jn, nn, false);
-                                      ws_ahead(m0, mr);
+                                      const int64_t items = pr * NG;
+                                      for (int64_t q = items * j / calls, e = items * (j + 1) / calls; q < e; ++q)
+                                        prefetch(xg + (po + q / NG) * G + q % NG * H + jn, nn, false);
+                                      ws_ahead(j, calls);
                                     }, next);
       }
       for (int64_t r = 0; r < rows; ++r) {
@@ -868,46 +881,35 @@ RNN_EXT_INLINE void transpose_rows(const T* __restrict src, int64_t r0, int64_t 
 }
 
 // ------------------------------------------------------------ instantiation
-template <typename T, int64_t W, int64_t Regs>
-RNN_EXT_INLINE void forward_any(const Forward& f, int tid, int nt, StepQueues* q) {
-  switch (f.cell) {
-    case Cell::kLstm: forward_thread<T, W, Regs, Cell::kLstm>(f, tid, nt, q); break;
-    case Cell::kGru: forward_thread<T, W, Regs, Cell::kGru>(f, tid, nt, q); break;
-    case Cell::kRnnTanh: forward_thread<T, W, Regs, Cell::kRnnTanh>(f, tid, nt, q); break;
-    case Cell::kRnnRelu: forward_thread<T, W, Regs, Cell::kRnnRelu>(f, tid, nt, q); break;
-  }
-}
-template <typename T, int64_t W, int64_t Regs>
-RNN_EXT_INLINE void backward_any(const Backward& b, int tid, int nt, StepsDone* d, StepQueues* q) {
-  switch (b.cell) {
-    case Cell::kLstm: backward_thread<T, W, Regs, Cell::kLstm>(b, tid, nt, d, q); break;
-    case Cell::kGru: backward_thread<T, W, Regs, Cell::kGru>(b, tid, nt, d, q); break;
-    case Cell::kRnnTanh: backward_thread<T, W, Regs, Cell::kRnnTanh>(b, tid, nt, d, q); break;
-    case Cell::kRnnRelu: backward_thread<T, W, Regs, Cell::kRnnRelu>(b, tid, nt, d, q); break;
-  }
-}
-
 using ForwardFn = void (*)(const Forward&, int, int, StepQueues*);
 using BackwardFn = void (*)(const Backward&, int, int, StepsDone*, StepQueues*);
 using OverlapFn = void (*)(const Backward&, const WeightGrad*, int64_t, Overlap&, int, void*);
 using WeightGradFn = void (*)(const WeightGrad&, int, int);
 using TransposeFn = void (*)(const void*, int64_t, int64_t, int64_t, int64_t, void*, int64_t);
-struct EntryPoints {  // of one instruction set and dtype
-  ForwardFn fwd;
-  BackwardFn bwd;
+struct EntryPoints {  // of one instruction set and dtype; fwd and bwd by Cell
+  ForwardFn fwd[4];
+  BackwardFn bwd[4];
   OverlapFn ov;
   WeightGradFn wg;
   TransposeFn tr;
 };
 // The entry points of one instruction set and dtype (T, vector lanes W,
-// vector registers REGS), which the dispatch below picks from.
+// vector registers REGS), which the dispatch below picks from. One function
+// per cell: GCC allocates registers per function, and with every cell's
+// recurrence in one function it spilled a micro-kernel's loop bound to the
+// stack (LSTM inference, (100, 32, 256, 256), 2 threads: 2% slower).
+#define RNN_EXT_RECURRENCES(ATTR, SUFFIX, CELL, T, W, REGS)                                   \
+  ATTR void fwd_##CELL##_##SUFFIX(const Forward& f, int t, int n, StepQueues* q) {           \
+    forward_thread<T, W, REGS, Cell::CELL>(f, t, n, q);                                        \
+  }                                                                                            \
+  ATTR void bwd_##CELL##_##SUFFIX(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) { \
+    backward_thread<T, W, REGS, Cell::CELL>(b, t, n, d, q);                                    \
+  }
 #define RNN_EXT_ENTRY_POINTS(ATTR, SUFFIX, T, W, REGS)                                                     \
-  ATTR void fwd_##SUFFIX(const Forward& f, int t, int n, StepQueues* q) {                                  \
-    forward_any<T, W, REGS>(f, t, n, q);                                                                    \
-  }                                                                                                         \
-  ATTR void bwd_##SUFFIX(const Backward& b, int t, int n, StepsDone* d, StepQueues* q) {                   \
-    backward_any<T, W, REGS>(b, t, n, d, q);                                                                \
-  }                                                                                                         \
+  RNN_EXT_RECURRENCES(ATTR, SUFFIX, kLstm, T, W, REGS)                                                      \
+  RNN_EXT_RECURRENCES(ATTR, SUFFIX, kGru, T, W, REGS)                                                       \
+  RNN_EXT_RECURRENCES(ATTR, SUFFIX, kRnnTanh, T, W, REGS)                                                   \
+  RNN_EXT_RECURRENCES(ATTR, SUFFIX, kRnnRelu, T, W, REGS)                                                   \
   ATTR void ov_##SUFFIX(const Backward& b, const WeightGrad* w, int64_t nw, Overlap& o, int t, void* acc) { \
     weight_grads_overlapped<T, W, REGS>(b, w, nw, o, t, static_cast<T*>(acc));                             \
   }                                                                                                         \
@@ -916,7 +918,10 @@ struct EntryPoints {  // of one instruction set and dtype
                         int64_t ldd) {                                                                      \
     transpose_rows<T, W>(static_cast<const T*>(s), r0, r1, c, lds, static_cast<T*>(d), ldd);               \
   }                                                                                                         \
-  constexpr EntryPoints ep_##SUFFIX{fwd_##SUFFIX, bwd_##SUFFIX, ov_##SUFFIX, wg_##SUFFIX, tr_##SUFFIX};
+  constexpr EntryPoints ep_##SUFFIX{                                                                       \
+      {fwd_kLstm_##SUFFIX, fwd_kGru_##SUFFIX, fwd_kRnnTanh_##SUFFIX, fwd_kRnnRelu_##SUFFIX},                \
+      {bwd_kLstm_##SUFFIX, bwd_kGru_##SUFFIX, bwd_kRnnTanh_##SUFFIX, bwd_kRnnRelu_##SUFFIX},                \
+      ov_##SUFFIX, wg_##SUFFIX, tr_##SUFFIX};
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RNN_EXT_AVX512 __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma,bmi2")))
@@ -984,7 +989,7 @@ void forward(const Forward& f) {
   const int64_t nv = forward_nv(f.cell);
   const int64_t blocks = ceil_div(f.H, forward_units(f.cell, W));
   const int nt = team_size(f.threads, kMinForwardCyclesPerThread, blocks, f.B, f.H, nv, tile_rows_here(nv));
-  const ForwardFn fn = entry_points(f.is_double).fwd;
+  const ForwardFn fn = entry_points(f.is_double).fwd[static_cast<size_t>(f.cell)];
   StepQueues queues(nt);
   run_team(nt, [&](int tid, int n) { fn(f, tid, n, n > 1 ? &queues : nullptr); });
 }
@@ -997,7 +1002,7 @@ void backward(const Backward& b) {
   // B=32 15% faster).
   const int nt = team_size(b.threads, kMinBackwardCyclesPerThread, blocks, b.B, G, kBackwardNv,
                            tile_rows_here(kBackwardNv));
-  const BackwardFn fn = entry_points(b.is_double).bwd;
+  const BackwardFn fn = entry_points(b.is_double).bwd[static_cast<size_t>(b.cell)];
   StepQueues queues(nt);
   run_team(nt, [&](int tid, int n) { fn(b, tid, n, nullptr, n > 1 ? &queues : nullptr); });
 }
@@ -1037,12 +1042,12 @@ void backward_and_weight_grads(const Backward& b, const WeightGrad* w_in, int64_
   Overlap ov;
   run_team(2, [&](int tid, int team) {
     if (team < 2) {  // the runtime gave one thread: one after the other
-      ep.bwd(b, 0, 1, nullptr, nullptr);
+      ep.bwd[static_cast<size_t>(b.cell)](b, 0, 1, nullptr, nullptr);
       for (const WeightGrad& x : w) ep.wg(x, 0, 1);
       return;
     }
     if (tid == 0) {
-      ep.bwd(b, 0, 1, &ov.steps_done, nullptr);
+      ep.bwd[static_cast<size_t>(b.cell)](b, 0, 1, &ov.steps_done, nullptr);
       ov.recurrence_done.store(true, std::memory_order_release);
     }
     ep.ov(b, w.data(), n, ov, tid, acc_p);
