@@ -461,10 +461,11 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
       };
       if (x_inside) {
         // The next step's x rows come from memory: ask for them a step ahead,
-        // a share of the rows with each block, a line at a time spread over
-        // its tile calls.
+        // a share of the rows with each block of this thread's range (not
+        // with the blocks it takes from another's), a line at a time spread
+        // over its tile calls.
         const auto x_ahead = [&](int64_t j, int64_t calls) RNN_EXT_LAMBDA_INLINE {
-          if (k + 1 >= f.s.T) return;
+          if (k + 1 >= f.s.T || b < mine.b0 || b >= mine.b1) return;
           constexpr int64_t kLine = 64 / static_cast<int64_t>(sizeof(T));
           const int64_t rn = f.s.rows[k + 1], nb = mine.b1 - mine.b0, i = b - mine.b0, lines = ceil_div(I, kLine);
           const int64_t r0 = rn * i / nb, items = (rn * (i + 1) / nb - r0) * lines;
