@@ -230,7 +230,8 @@ constexpr int64_t k_chunk() {
 // chunks each row tile would stream the whole panel from L2 again.
 //
 // With a next_panel (see streams_panels), the row tiles of each chunk prefetch
-// the next slice into L2: the panel's next chunk, else next_panel's first.
+// the next slice into L2 (the panel's next chunk, else next_panel's first), a
+// share per tile, one line per k from inside the micro-kernel's loop.
 //
 // after_tile(j, n) runs after the j-th of the product's n row-tile calls (all
 // chunks), so that work there (prefetches) is spread thinly among the
@@ -290,11 +291,6 @@ inline int64_t l2_bytes() {
 inline bool streams_panels(int64_t bytes) { return bytes > l2_bytes() / 2; }
 
 inline const void* xin_of(const Forward& f) { return f.cell == Cell::kGru ? nullptr : f.x; }
-
-struct NoOp {
-  RNN_EXT_INLINE void operator()(int64_t, int64_t) const {}
-};
-constexpr NoOp no_op{};
 
 inline void team_barrier(int nt) {
   if (nt > 1) {
