@@ -100,6 +100,9 @@ THREAD_SHAPES = {
     # (fused::backward_and_weight_grads), over 9 chunks of rows, in both directions, with
     # sequences of different lengths
     "overlapped-weight-grads": (150, 4, 24, 72, True, True),
+    # two threads, and x_t W_ih^T over three panel slices (64 + 64 + 22 columns): a block of
+    # the next step taken early has none, some or all of them done (fused_cpu.cpp: forward_thread)
+    "two-thread-three-slices": (20, 48, 150, 200, False, False),
 }
 
 
@@ -141,14 +144,18 @@ def test_fused_float32_accuracy_and_thread_count_invariance(cell, shape):
     assert_close_all([t.double() for t in two], want, 1e-5)
 
 
+@pytest.mark.parametrize("shape", ["two-thread-backward", "two-thread-three-slices"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_blocks_taken_by_other_threads_change_no_bits(monkeypatch, cell):
+def test_blocks_taken_by_other_threads_change_no_bits(monkeypatch, cell, shape):
     """The fused kernels hand each block of hidden units to whichever thread is free (the step
-    queues in csrc/cpu/fused_cpu.cpp); with a slow core that happens only now and then. With
-    RNN_EXT_CPU_OTHERS_FIRST=1 every thread starts each step on another thread's blocks, so
-    blocks change threads at every step, forward and backward: what the kernels compute must
-    stay bitwise what one thread computes. Sequences of different lengths, both directions."""
-    T, B, I, H, _, _ = THREAD_SHAPES["two-thread-backward"]
+    queues in csrc/cpu/fused_cpu.cpp), and a forward thread that runs out of blocks starts on
+    the input product of its first block of the next step; with a slow core that happens only
+    now and then. With RNN_EXT_CPU_OTHERS_FIRST=1 every thread starts each step on another
+    thread's blocks, so blocks change threads at every step, forward and backward, and the
+    forward takes a block of the next step early with 0, 1, ... of its input-product slices
+    done: what the kernels compute must stay bitwise what one thread computes. Sequences of
+    different lengths, both directions."""
+    T, B, I, H, _, _ = THREAD_SHAPES[shape]
     ext, _ = make_pair(cell, I, H, 1, True, True, dtype=torch.float32)
     x, hx = random_inputs(cell, T, B, I, H, 2, 1, dtype=torch.float32)
     lengths = torch.randint(1, T + 1, (B,), generator=torch.Generator().manual_seed(3))

@@ -316,21 +316,51 @@ struct Slice {
 //
 // RNN_EXT_CPU_OTHERS_FIRST=1 (read per op call; for tests) makes each thread
 // start on the next thread's range and come to its own last, so that blocks
-// change hands at every step whatever the timing: the path a slow core
-// takes only now and then, run on purpose.
+// change hands at every step whatever the timing, and the forward take blocks
+// of the next step early (forward_thread): the paths a slow core takes only
+// now and then, run on purpose.
 class StepQueues {
  public:
-  explicit StepQueues(int nt) : nt_(nt), first_(others_first() ? 1 : 0), next_(static_cast<size_t>(2 * nt)) {}
+  explicit StepQueues(int nt)
+      : nt_(nt),
+        first_(others_first_env() ? 1 : 0),
+        next_(static_cast<size_t>(2 * nt)),
+        done_(static_cast<size_t>(2 * nt)) {}
   // Thread tid's range starts at b0 at step k.
-  void reset(int64_t k, int tid, int64_t b0) { at(k, tid).store(b0, std::memory_order_relaxed); }
+  void reset(int64_t k, int tid, int64_t b0) {
+    at(k, tid).store(b0, std::memory_order_relaxed);
+    done(k, tid).store(0, std::memory_order_relaxed);
+  }
   // body(b) for every block of step k, on the threads that call this.
   template <typename F>
   RNN_EXT_INLINE void run(int64_t k, int tid, int nt, int64_t blocks, const F& body) {
     for (int64_t i = 0; i < nt; ++i) {
       const int64_t owner = (tid + first_ + i) % nt;
       const Slice r(blocks, owner, nt);
-      for (int64_t b; (b = at(k, owner).fetch_add(1, std::memory_order_relaxed)) < r.b1;) body(b);
+      for (int64_t b; (b = at(k, owner).fetch_add(1, std::memory_order_relaxed)) < r.b1;) {
+        body(b);
+        finished(k, tid);
+      }
     }
+  }
+  // The next block of thread tid's own range at step k, taken for it ahead of
+  // run (which then skips it), or -1 when none is left.
+  int64_t claim(int64_t k, int tid, int64_t blocks) {
+    const int64_t b = at(k, tid).fetch_add(1, std::memory_order_relaxed);
+    return b < Slice(blocks, tid, nt_).b1 ? b : -1;
+  }
+  // Thread tid finished a block of step k (counted per thread: each writes
+  // only its own line).
+  void finished(int64_t k, int tid) {
+    std::atomic<int64_t>& d = done(k, tid);
+    d.store(d.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  bool others_first() const { return first_ != 0; }
+  // Whether every block of step k is finished (a hint only: it orders no data).
+  bool all_finished(int64_t k, int64_t blocks) {
+    int64_t n = 0;
+    for (int64_t t = 0; t < nt_; ++t) n += done(k, t).load(std::memory_order_relaxed);
+    return n >= blocks;
   }
 
  private:
@@ -338,12 +368,13 @@ class StepQueues {
     std::atomic<int64_t> v{0};
   };
   std::atomic<int64_t>& at(int64_t k, int64_t tid) { return next_[static_cast<size_t>((k & 1) * nt_ + tid)].v; }
-  static bool others_first() {
+  std::atomic<int64_t>& done(int64_t k, int64_t tid) { return done_[static_cast<size_t>((k & 1) * nt_ + tid)].v; }
+  static bool others_first_env() {
     const char* env = std::getenv("RNN_EXT_CPU_OTHERS_FIRST");
     return env && env[0] == '1';
   }
   int64_t nt_, first_;
-  std::vector<Counter> next_;
+  std::vector<Counter> next_, done_;
 };
 
 // ------------------------------------------------------------ forward
@@ -418,7 +449,13 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
   std::vector<T> acc_buf(static_cast<size_t>(f.B * NV * W));  // one block's products, every row
   std::vector<const T*> a(static_cast<size_t>(f.B));          // h_{t-1} row of every batch row
   std::vector<const T*> ax(static_cast<size_t>(f.B));         // x_t row of every batch row
+  std::vector<const T*> ax_from(static_cast<size_t>(f.B));    // the same, from column early_k on
   T* acc = acc_buf.data();
+  const int64_t blocks = ceil_div(H, UW);
+  // A block of the next step that this thread took while it waited for the
+  // others to finish a step (see the end of the step loop), and how many
+  // columns of its x_t W_ih^T product acc already holds.
+  int64_t early_b = -1, early_k = 0;
   if (queues) {  // every panel packed and every queue set before anyone takes a block
     queues->reset(0, tid, mine.b0);
     team_barrier(nt);
@@ -473,10 +510,24 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
         const bool with_x = I > 0;
         const T* next_x = stream ? wip + bn * I * NV * W : nullptr;
         const T* next_h = stream ? wp + bn * K * NV * W : nullptr;
-        if (with_x)
-          block_product<T, W, NV, MR>(ax.data(), rows, I, wip + b * I * NV * W, acc, false, ws_ahead,
+        // (the block taken early: acc holds columns [0, early_k) of its x product)
+        const int64_t kx = b == early_b ? early_k : 0;
+        if (with_x && kx < I) {
+          const T* const* ax_k = ax.data();
+          if (kx > 0) {
+            for (int64_t r = 0; r < rows; ++r) ax_from[r] = ax[r] + kx;
+            ax_k = ax_from.data();
+          }
+          block_product<T, W, NV, MR>(ax_k, rows, I - kx, wip + (b * I + kx) * NV * W, acc, kx > 0, ws_ahead,
                                       stream ? panel : nullptr);
-        if (with_x) block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, true, x_ahead, next_x);
+        }
+        if (with_x && kx == I)
+          block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, true,
+                                      [&](int64_t j, int64_t calls) RNN_EXT_LAMBDA_INLINE {
+                                        ws_ahead(j, calls);
+                                        x_ahead(j, calls);
+                                      }, next_x);
+        else if (with_x) block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, true, x_ahead, next_x);
         else block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, false, ws_ahead, next_h);
       } else {
         // x_gates precomputed. LSTM and RNN start the tile from it (GRU's
@@ -529,7 +580,40 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
     };
     if (queues) {
       queues->reset(k + 1, tid, mine.b0);  // (every thread is past step k - 1, the last user of those)
-      queues->run(k, tid, nt, ceil_div(H, UW), block);
+      if (early_b >= 0) {  // taken during the last step's wait: its x product is (partly) done
+        block(early_b);
+        queues->finished(k, tid);
+        early_b = -1;
+        early_k = 0;
+      }
+      queues->run(k, tid, nt, blocks, block);
+      // Out of blocks while another thread still computes its last: rather
+      // than wait at the barrier, take the first block of this thread's range
+      // of the next step and compute its x_{k+1} W_ih^T (which needs no
+      // h_k), one panel slice at a time until the step is finished. The
+      // threads' last blocks of a step end up to a block apart (~7 us at
+      // T=100, B=32, I=H=256), which one of them spent in the barrier.
+      // The sums run in the same order as when the block runs whole: same bits.
+      if (x_inside && I > 0 && k + 1 < f.s.T) {
+        constexpr int64_t kChunk = k_chunk<T, W, NV>();
+        const int64_t rn = f.s.rows[k + 1], offn = f.s.offset[k + 1];
+        // (RNN_EXT_CPU_OTHERS_FIRST=1, for tests: k % (slices + 1) slices, whatever the timing)
+        const bool forced = queues->others_first();
+        const int64_t goal = forced ? std::min(I, k % (ceil_div(I, kChunk) + 1) * kChunk) : I;
+        while (early_k < goal && (forced || !queues->all_finished(k, blocks))) {
+          if (early_b < 0) {
+            if ((early_b = queues->claim(k + 1, tid, blocks)) < 0) break;
+          }
+          for (int64_t r = 0; r < rn; ++r) ax_from[r] = xin + (offn + r) * I + early_k;
+          const int64_t kn = std::min(kChunk, I - early_k);
+          // (streaming panels: the next slice, or the block's W_hh panel after the last)
+          const T* next = !stream ? nullptr : early_k + kn < I ? wip + (early_b * I + early_k + kn) * NV * W
+                                                               : wp + early_b * K * NV * W;
+          block_product<T, W, NV, MR>(ax_from.data(), rn, kn, wip + (early_b * I + early_k) * NV * W, acc,
+                                      early_k > 0, [](int64_t, int64_t) {}, next);
+          early_k += kn;
+        }
+      }
     } else {
       for (int64_t b = mine.b0; b < mine.b1; ++b) block(b);
     }
