@@ -130,10 +130,14 @@ declines bench-persistent
 tests tests-persistent 180 RNN_EXT_CUDA_PATH=persistent RNN_EXT_CUDA_PATH_LOG=1
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
-    stage "sanitizer-$tool" 90 compute-sanitizer --tool "$tool" --error-exitcode 3 --target-processes all \
-      "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_persistent.py -k "7x3x5x20 and (float32 or bfloat16)"
-    (($? == 3)) && FAILED=1
+    # The profiler is blind under the sanitizer (CUPTI is taken): the tests then cannot see
+    # which kernels ran, so the decline reasons are logged and counted instead.
+    stage "sanitizer-$tool" 90 env RNN_EXT_CUDA_PATH_LOG=1 compute-sanitizer --tool "$tool" --error-exitcode 3 \
+      --target-processes all "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_persistent.py -k "7x3x5x20 and (float32 or bfloat16)"
+    rc=$?
+    ((rc != 0 && rc != 99)) && FAILED=1  # 3: the sanitizer found errors; else a test failed or timed out
     grep -E "ERROR SUMMARY|passed|failed" "$WORK/sanitizer-$tool.log" | tail -3 | sed 's/^/  /' | tee -a "$SUMMARY"
+    declines "sanitizer-$tool"
   done
 fi
 # The whole gpu grid's forwards on the persistent path (B = 1 to 256), 1 s a point.

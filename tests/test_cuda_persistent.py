@@ -24,11 +24,23 @@ SHAPES = [(7, 3, 5, 20), (5, 19, 16, 299), (6, 16, 8, 64)]
 
 def persistent_ran(fn, kernel="persistent_forward"):
     """Whether a CUDA kernel whose name contains `kernel` ran in fn (default: either forward
-    kernel, persistent_forward_kernel or the tensor-core persistent_forward_mma_kernel)."""
+    kernel, persistent_forward_kernel or the tensor-core persistent_forward_mma_kernel).
+    None where the profiler records no CUDA kernel at all: under compute-sanitizer, which
+    holds CUPTI (gpu_check's sanitizer stages see the launches through RNN_EXT_CUDA_PATH_LOG)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         fn()
         torch.cuda.synchronize()
-    return any(kernel in e.name for e in prof.events())
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    if not kernels:
+        return None
+    return any(kernel in name for name in kernels)
+
+
+def check_ran(fn, kernel="persistent_forward", expected=True):
+    """Asserts that a kernel named like `kernel` ran in fn (or did not, expected=False),
+    unless the profiler is blind (see persistent_ran)."""
+    ran = persistent_ran(fn, kernel)
+    assert ran is None or ran == expected, f"{kernel}: ran={ran}, expected {expected}"
 
 
 def run(module, x, hx):
@@ -161,17 +173,24 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
     gemm = run(ext, *leaves("cuda", dtype))
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     got = run(ext, *leaves("cuda", dtype))
-    assert persistent_ran(lambda: ext(*leaves("cuda", dtype)))
+    check_ran(lambda: ext(*leaves("cuda", dtype)))
     if dtype != torch.float32 and torch.cuda.get_device_capability()[0] >= 8:  # tensor cores for half types
-        assert persistent_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel")
-    assert persistent_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward") == expect_backward
+        check_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel")
+    check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward", expect_backward)
     if check_tensor_cores and expect_backward and dtype != torch.float32 and torch.cuda.get_device_capability()[0] >= 8:
-        assert persistent_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_mma_kernel")
+        check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_mma_kernel")
     again = run(ext, *leaves("cuda", dtype))
     assert all(torch.equal(a, b) for a, b in zip(got, again)), "two runs differ"
     errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
     if dtype == torch.float32:
         assert max(errors) <= 1e-5, errors
+    elif cell == "RNN_RELU":
+        # relu' jumps at 0: in half precision a few pre-activations within rounding of 0
+        # take the other side, differently on each path, and each flip moves a gradient
+        # tensor by up to ~0.1 of its largest element (H200, float16, the GEMM path
+        # alone: 0.2 on one tensor, 6e-4 on its neighbour). So the worst tensor of each.
+        assert errors[0] <= 2 * gemm_errors[0] + 1e-3, (errors[0], gemm_errors[0])
+        assert max(errors) <= 2 * max(gemm_errors) + 1e-3, (errors, gemm_errors)
     else:  # float32 sums and cell state: no worse than twice the GEMM path's error
         for i, (e, g) in enumerate(zip(errors, gemm_errors)):
             assert e <= 2 * g + 1e-3, (i, e, g)
@@ -186,12 +205,12 @@ def test_packed_and_double_fall_back(monkeypatch):
     packed = pack_padded_sequence(x, torch.tensor([5, 3, 2]), enforce_sorted=False)
     plain = ext(packed)[0].data
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
-    assert not persistent_ran(lambda: ext(packed))
+    check_ran(lambda: ext(packed), expected=False)
     assert torch.equal(ext(packed)[0].data, plain)
     ext.double()
-    assert not persistent_ran(lambda: ext(x.double()))
+    check_ran(lambda: ext(x.double()), expected=False)
     ext.float()
-    assert persistent_ran(lambda: ext(x))
+    check_ran(lambda: ext(x))
 
 
 @pytest.mark.parametrize("cell", CELLS)

@@ -802,30 +802,35 @@ def _pair(name, *args, **kwargs):
     return ref, new
 
 
-def _variants(name, T, B, I, H, layers):
-    """(label, input, hx) triples: contiguous, transposed, strided, expanded (stride 0)."""
+def _variants(name, T, B, I, H, layers, device):
+    """(label, input, hx) triples: contiguous, transposed, strided, expanded (stride 0).
+    Made on `device`: a copy there (.to) would be contiguous again."""
     lstm = name == "LSTM"
-    base = torch.randn(T, B, I)
+
+    def rand(*shape):
+        return torch.randn(*shape, device=device)
+    base = rand(T, B, I)
     hbase = _hx(name, layers, B, H)
+    hbase = tuple(h.to(device) for h in hbase) if lstm else hbase.to(device)
 
     def mkhx(f):
         return tuple(f(h) for h in hbase) if lstm else f(hbase)
     yield "contiguous", base, hbase
-    yield "transposed", torch.randn(B, T, I).transpose(0, 1), mkhx(lambda h: h.transpose(0, 1).contiguous().transpose(0, 1))
-    yield "strided", torch.randn(T, B, 2 * I)[..., ::2], mkhx(lambda h: torch.cat([h, h], -1)[..., ::2])
-    yield "expanded", torch.randn(1, B, I).expand(T, B, I), mkhx(lambda h: h[:, :1].expand(layers, B, H))
-    yield "expanded-batch", torch.randn(T, 1, I).expand(T, B, I), mkhx(lambda h: h[:1].expand(layers, B, H))
+    yield "transposed", rand(B, T, I).transpose(0, 1), mkhx(lambda h: h.transpose(0, 1).contiguous().transpose(0, 1))
+    yield "strided", rand(T, B, 2 * I)[..., ::2], mkhx(lambda h: torch.cat([h, h], -1)[..., ::2])
+    yield "expanded", rand(1, B, I).expand(T, B, I), mkhx(lambda h: h[:, :1].expand(layers, B, H))
+    yield "expanded-batch", rand(T, 1, I).expand(T, B, I), mkhx(lambda h: h[:1].expand(layers, B, H))
 
 
 @pytest.mark.parametrize("name", LAYERS)
 def test_noncontiguous_and_expanded_match_nn(device, name):
     T, B, I, H, layers = 6, 3, 4, 5, 2
-    for label, x, hx in _variants(name, T, B, I, H, layers):
+    for label, x, hx in _variants(name, T, B, I, H, layers, device):
         ref, new = _pair(name, I, H, 1, bidirectional=True)
         ref, new = ref.to(device), new.to(device)
-        x = x.to(device)
-        hx = tuple(h.to(device) for h in hx) if name == "LSTM" else hx.to(device)
         assert label == "contiguous" or not x.is_contiguous()
+        if label != "contiguous":
+            assert not (hx[0] if name == "LSTM" else hx).is_contiguous()
         xr, xn = x.detach().requires_grad_(), x.detach().requires_grad_()
         out_ref, out_new = ref(xr, hx), new(xn, hx)
         err = _compare(out_ref, out_new)
