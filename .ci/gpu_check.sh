@@ -90,7 +90,7 @@ export RNN_EXT_CUDA_ARCHS=${RNN_EXT_CUDA_ARCHS:-$ARCH}
 note ""
 note "stages (RNN_EXT_CUDA_ARCHS=$RNN_EXT_CUDA_ARCHS):"
 
-if ! stage build 300 env FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" setup.py -q build_ext --inplace; then
+if ! stage build 420 env FORCE_CUDA=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "$PY" setup.py -q build_ext --inplace; then
   tail -40 "$WORK/build.log" | tee -a "$SUMMARY"
   FAILED=1
   finish
