@@ -3,12 +3,13 @@
 # that has torch but no network: builds for this GPU's architecture only, then
 # runs in priority order, each stage under a share of one overall deadline so
 # that a slow stage cannot eat the ones after it:
-#   1. the CUDA tests (pytest -k cuda; in parallel when pytest-xdist is there)
-#   2. the quick comparison with cuDNN on the GEMM path
-#   3. the same on the opt-in persistent kernels (RNN_EXT_CUDA_PATH=persistent)
-#   4. the CUDA tests again with RNN_EXT_CUDA_PATH=persistent
+#   1. the CUDA tests (pytest -k cuda; in parallel when pytest-xdist is there) on the
+#      default path choice (the persistent kernels at small batch, else the GEMM path)
+#   2. the quick comparison with cuDNN on the default choice
+#   3. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
+#   4. the quick comparison on the GEMM path
 #   5. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
-#   6. the persistent path's forwards over the whole gpu grid
+#   6. the whole gpu grid, inference and training, on the default choice
 # Logs and results go to a work folder; at the end they are packed into
 # $OUT/gpu-check.tgz with $OUT/summary.md beside it (OUT defaults to gpu-out/),
 # and the summary is printed last. Exit status: 1 if the build or a test stage
@@ -123,11 +124,11 @@ declines() {
     tee -a "$SUMMARY"
 }
 
-tests tests-gemm 240 RNN_EXT_CUDA_PATH=
-bench bench-gemm 90 gpu-quick RNN_EXT_CUDA_PATH=
-bench bench-persistent 90 gpu-quick RNN_EXT_CUDA_PATH=persistent RNN_EXT_CUDA_PATH_LOG=1
-declines bench-persistent
-tests tests-persistent 180 RNN_EXT_CUDA_PATH=persistent RNN_EXT_CUDA_PATH_LOG=1
+tests tests-default 240 -u RNN_EXT_CUDA_PATH RNN_EXT_CUDA_PATH_LOG=1
+bench bench-default 90 gpu-quick -u RNN_EXT_CUDA_PATH RNN_EXT_CUDA_PATH_LOG=1
+declines bench-default
+tests tests-gemm 180 RNN_EXT_CUDA_PATH=gemm
+bench bench-gemm 60 gpu-quick RNN_EXT_CUDA_PATH=gemm
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     # The profiler is blind under the sanitizer (CUPTI is taken): the tests then cannot see
@@ -140,6 +141,6 @@ if command -v compute-sanitizer >/dev/null; then
     declines "sanitizer-$tool"
   done
 fi
-# The whole gpu grid's forwards on the persistent path (B = 1 to 256), 1 s a point.
-bench bench-persistent-grid-inference 120 "gpu --modes inference --budget 1" RNN_EXT_CUDA_PATH=persistent
+# The whole gpu grid (B = 1 to 256), inference and training, on the default path choice, 1 s a point.
+bench bench-default-grid 150 "gpu --budget 1" -u RNN_EXT_CUDA_PATH
 finish

@@ -126,16 +126,29 @@ struct Kernels {
 };
 
 #ifdef RNN_EXT_WITH_CUDA
-// RNN_EXT_CUDA_PATH=persistent (read per call) runs the CUDA forwards and
-// backward recurrences that fit through the single-launch kernels
-// (csrc/cuda/persistent_forward.cu, persistent_backward.cu): not packed, no
-// projection, not float64; anything else keeps the GEMM path. Each direction
-// chooses on its own (the workspace layout is the same on both paths).
-// Opt-in until it has run on a GPU.
+// Which CUDA recurrence runs (RNN_EXT_CUDA_PATH, read per call):
+//   gemm         a cuBLAS product and a fused pointwise kernel per step;
+//   persistent   the single-launch kernels (csrc/cuda/persistent_forward.cu,
+//                persistent_backward.cu) wherever they serve;
+//   auto, unset  the single-launch kernels at small batch, where they measured
+//                faster (H200, 2026-12-04, README): any dtype at B <= 8, half
+//                types at B <= 32; the GEMM path above (at B=64, I=H=512 the
+//                float32 persistent forward took 5x the GEMM path's time).
+// The kernels serve unpacked float32/float16/bfloat16 without projection, and
+// fall back to the GEMM path where they do not fit or under graph capture.
+// Each direction and each backward chooses on its own (the workspace layout is
+// the same on both paths).
+constexpr int64_t kPersistentMaxBatch = 8, kPersistentMaxBatchHalf = 32;
+
 bool persistent_wanted(const Tensor& x, const Schedule& s) {
+  if (!x.is_cuda() || s.packed || s.T == 0 || s.B == 0 || x.scalar_type() == at::kDouble) return false;
   const char* env = std::getenv("RNN_EXT_CUDA_PATH");
-  return env && std::string(env) == "persistent" && x.is_cuda() && !s.packed && s.T > 0 && s.B > 0 &&
-         x.scalar_type() != at::kDouble;
+  const std::string path = env ? env : "";
+  if (path == "gemm") return false;
+  if (path == "persistent") return true;
+  TORCH_CHECK(path.empty() || path == "auto", "rnn_ext: RNN_EXT_CUDA_PATH must be gemm, persistent or auto, got '", path, "'");
+  const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
+  return s.B <= (half ? kPersistentMaxBatchHalf : kPersistentMaxBatch);
 }
 
 // The arguments every cell shares, with the dense copies of W_hh and h0 they

@@ -1,5 +1,6 @@
 """The single-launch CUDA kernels (csrc/cuda/persistent_forward.cu, persistent_backward.cu),
-opt-in through RNN_EXT_CUDA_PATH=persistent: outputs, final states and every gradient against
+forced through RNN_EXT_CUDA_PATH=persistent (RNN_EXT_CUDA_PATH=gemm forces the other path; by
+default they run at small batch, test_default_path_by_batch): outputs, final states and every gradient against
 torch.nn in float64; the profiler shows that both kernels ran; two runs agree bitwise; a
 forward on one path and its backward on the other agree with both on one path (the workspace
 layout is shared); shapes they do not serve fall back to the GEMM path. GPU only: every test
@@ -170,6 +171,7 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
 
     want = run(ref, *leaves("cpu", torch.float64))
     ext = ext.to("cuda", dtype)
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
     gemm = run(ext, *leaves("cuda", dtype))
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     got = run(ext, *leaves("cuda", dtype))
@@ -203,6 +205,7 @@ def test_packed_and_double_fall_back(monkeypatch):
     ext = rnn_ext.LSTM(6, 40).cuda()
     x = torch.randn(5, 3, 6, device="cuda")
     packed = pack_padded_sequence(x, torch.tensor([5, 3, 2]), enforce_sorted=False)
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
     plain = ext(packed)[0].data
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     check_ran(lambda: ext(packed), expected=False)
@@ -231,7 +234,33 @@ def test_forward_and_backward_on_different_paths(monkeypatch, cell):
         loss = (out * torch.linspace(-1, 1, out.numel(), device="cuda").view_as(out)).sum()
         return [g.double().cpu() for g in torch.autograd.grad(loss, [xg, *ext.parameters()])]
 
-    both_gemm = grads("", "")
-    for paths in (("persistent", ""), ("", "persistent"), ("persistent", "persistent")):
+    both_gemm = grads("gemm", "gemm")
+    for paths in (("persistent", "gemm"), ("gemm", "persistent"), ("persistent", "persistent")):
         errors = max_errors(grads(*paths), both_gemm)
         assert max(errors) <= 1e-5, (paths, errors)
+
+
+@pytest.mark.parametrize("dtype, batch, persistent", [
+    (torch.float32, 1, True), (torch.float32, 8, True), (torch.float32, 9, False), (torch.float32, 64, False),
+    (torch.bfloat16, 32, True), (torch.bfloat16, 33, False), (torch.float16, 16, True)])
+def test_default_path_by_batch(monkeypatch, dtype, batch, persistent):
+    """Without RNN_EXT_CUDA_PATH (or with auto) the persistent kernels run at B <= 8, and at
+    B <= 32 for half types; the GEMM path above. Forward and backward choose alike."""
+    torch.manual_seed(0)
+    ext = rnn_ext.LSTM(16, 64).to("cuda", dtype)
+    x = torch.randn(5, batch, 16, device="cuda", dtype=dtype)
+    for value in (None, "auto"):
+        if value is None:
+            monkeypatch.delenv("RNN_EXT_CUDA_PATH", raising=False)
+        else:
+            monkeypatch.setenv("RNN_EXT_CUDA_PATH", value)
+        check_ran(lambda: ext(x), expected=persistent)
+        xg = x.clone().requires_grad_()
+        check_ran(lambda: ext(xg)[0].float().sum().backward(), "persistent_backward", persistent)
+
+
+def test_bad_path_value_raises(monkeypatch):
+    ext = rnn_ext.GRU(4, 8).cuda()
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "fast")
+    with pytest.raises(RuntimeError, match="RNN_EXT_CUDA_PATH must be gemm, persistent or auto, got 'fast'"):
+        ext(torch.randn(3, 2, 4, device="cuda"))
