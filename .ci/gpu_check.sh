@@ -6,10 +6,10 @@
 #   1. the CUDA tests (pytest -k cuda; in parallel when pytest-xdist is there) on the
 #      default path choice (the persistent kernels at small batch, else the GEMM path)
 #   2. the quick comparison with cuDNN on the default choice
-#   3. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
-#   4. the quick comparison on the GEMM path
-#   5. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
-#   6. the whole gpu grid, inference and training, on the default choice
+#   3. the whole gpu grid, inference and training, on the default choice
+#   4. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
+#   5. the quick comparison on the GEMM path
+#   6. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
 # Logs and results go to a work folder; at the end they are packed into
 # $OUT/gpu-check.tgz with $OUT/summary.md beside it (OUT defaults to gpu-out/),
 # and the summary is printed last. Exit status: 1 if the build or a test stage
@@ -18,7 +18,9 @@
 # Packages the machine lacks can come as wheels in .whl/ (git-ignored):
 #   pip download --no-deps -d .whl expecttest
 # Variables: GPU_CHECK_DEADLINE (seconds for everything, default 540),
-# RNN_EXT_CUDA_ARCHS (default: this GPU's), PY (default python3), PYTEST_ARGS.
+# RNN_EXT_CUDA_ARCHS (default: this GPU's), PY (default python3), PYTEST_ARGS,
+# GPU_CHECK_SKIP (stage names to skip, e.g. "tests-gemm bench-gemm" when a short
+# lease should go to the other stages; the summary lists what was skipped).
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-python3}
@@ -49,6 +51,7 @@ finish() {
 stage() {
   local name=$1 cap=$2 t0 rc secs
   shift 2
+  if [[ " ${GPU_CHECK_SKIP:-} " == *" $name "* ]]; then note "- $name: skipped (GPU_CHECK_SKIP)"; return 99; fi
   secs=$(budget "$cap")
   if ((secs < 20)); then note "- $name: skipped, the deadline is near"; return 99; fi
   t0=$(date +%s)
@@ -127,6 +130,8 @@ declines() {
 tests tests-default 240 -u RNN_EXT_CUDA_PATH RNN_EXT_CUDA_PATH_LOG=1
 bench bench-default 90 gpu-quick -u RNN_EXT_CUDA_PATH RNN_EXT_CUDA_PATH_LOG=1
 declines bench-default
+# The whole gpu grid (B = 1 to 256), inference and training, on the default path choice, 1 s a point.
+bench bench-default-grid 150 "gpu --budget 1" -u RNN_EXT_CUDA_PATH
 tests tests-gemm 180 RNN_EXT_CUDA_PATH=gemm
 bench bench-gemm 60 gpu-quick RNN_EXT_CUDA_PATH=gemm
 if command -v compute-sanitizer >/dev/null; then
@@ -141,6 +146,4 @@ if command -v compute-sanitizer >/dev/null; then
     declines "sanitizer-$tool"
   done
 fi
-# The whole gpu grid (B = 1 to 256), inference and training, on the default path choice, 1 s a point.
-bench bench-default-grid 150 "gpu --budget 1" -u RNN_EXT_CUDA_PATH
 finish
