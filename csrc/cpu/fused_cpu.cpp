@@ -22,6 +22,11 @@
 // into one file per instruction set (same kernels, bitwise same results) it
 // spilled a hot tile's accumulators: LSTM inference at T=100, B=32, I=H=256,
 // 2 threads, 15% slower. Check the forward's speed after any edit here.
+// RNN_EXT_QUICK_CPU_BUILD (setup.py, for a GPU check's short lease): these kernels
+// unoptimised, compiled in seconds; never for CPU use.
+#ifdef RNN_EXT_QUICK_CPU_BUILD
+#pragma GCC optimize("O0")
+#endif
 #include "cpu/fused_cpu.h"
 
 #include <omp.h>
