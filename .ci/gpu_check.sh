@@ -10,6 +10,7 @@
 #   4. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
 #   5. the quick comparison on the GEMM path
 #   6. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
+#   7. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py)
 # Logs and results go to a work folder; at the end they are packed into
 # $OUT/gpu-check.tgz with $OUT/summary.md beside it (OUT defaults to gpu-out/),
 # and the summary is printed last. Exit status: 1 if the build or a test stage
@@ -148,4 +149,7 @@ if command -v compute-sanitizer >/dev/null; then
     declines "sanitizer-$tool"
   done
 fi
+# Hidden units per block of the persistent kernels (RNN_EXT_PERSISTENT_UNITS), timed beside cuDNN.
+stage units-sweep 90 "$PY" -m bench.units_sweep --out "$WORK/units-sweep.md"
+[ -f "$WORK/units-sweep.md" ] && cat "$WORK/units-sweep.md" >>"$SUMMARY"
 finish

@@ -13,4 +13,5 @@ Modules, one purpose each:
     report.py     markdown table, CSV, results.md with summary
     plot.py       speedup.png
     cli.py        argument parsing and the loop over the grid
+    units_sweep.py  a GPU tuning sweep of the persistent kernels' units per block (python -m bench.units_sweep)
 """

@@ -4,6 +4,7 @@ with one row per (cell, mode), positive times, the markdown report and the plot.
 One thread: the test checks the tool, not speed, and on a busy shared machine
 OpenMP threads waiting for each other can make each tiny call take 100+ ms."""
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,3 +55,24 @@ def test_bench_keep_heap_is_recorded(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "- heap: kept: glibc M_TRIM_THRESHOLD" in (tmp_path / "results.md").read_text()
+
+
+def test_units_sweep_smoke(tmp_path):
+    """bench/units_sweep.py (a GPU tuning sweep) runs end to end on its CPU check point: a row per
+    (cell, mode, variant), positive times, and every variant's results equal to the default's."""
+    out = tmp_path / "sweep.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.units_sweep", "--device", "cpu", "--tiny", "--units", "2,8",
+         "--budget", "0.01", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
+    rows = [[c.strip() for c in r] for r in rows if r[0].strip() != "cell"]
+    variants = ("torch.nn", "default", "U>=2", "U>=8")
+    assert sorted((r[0], r[1], r[4]) for r in rows) == sorted(
+        (c, m, v) for c in ("lstm", "gru", "rnn") for m in ("inference", "training") for v in variants)
+    for r in rows:
+        assert float(r[5]) > 0, r
+        if r[4] != "torch.nn":
+            assert float(r[8]) == 0.0, r  # on the CPU the variable changes nothing

@@ -264,3 +264,24 @@ def test_bad_path_value_raises(monkeypatch):
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "fast")
     with pytest.raises(RuntimeError, match="RNN_EXT_CUDA_PATH must be gemm, persistent or auto, got 'fast'"):
         ext(torch.randn(3, 2, 4, device="cuda"))
+
+
+@pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2]], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("units", [4, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_units_per_block_knob_matches_nn(monkeypatch, cell, dtype, units, shape):
+    """RNN_EXT_PERSISTENT_UNITS=N (at least N hidden units per block: fewer, fuller blocks; H=20
+    at N=8 makes 3 blocks, the last with 4 units) keeps parity with torch.nn, and both persistent
+    kernels still run."""
+    monkeypatch.setenv("RNN_EXT_PERSISTENT_UNITS", str(units))
+    check_matches_nn(monkeypatch, cell, dtype, shape, False)
+
+
+@pytest.mark.parametrize("value", ["0", "33", "eight", "8x"])
+def test_bad_units_value_raises(monkeypatch, value):
+    ext = rnn_ext.GRU(4, 8).cuda()
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+    monkeypatch.setenv("RNN_EXT_PERSISTENT_UNITS", value)
+    with pytest.raises(RuntimeError, match=f"RNN_EXT_PERSISTENT_UNITS must be an integer from 1 to 32, got '{value}'"):
+        ext(torch.randn(3, 2, 4, device="cuda"))

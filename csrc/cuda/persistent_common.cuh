@@ -265,15 +265,32 @@ struct BlockShape {
   int64_t threads = 0, rows_per_pass = kRowsPerPass;
 };
 
+// Hidden units per block: ceil(H / multiprocessors), so that every multiprocessor
+// runs one block; RNN_EXT_PERSISTENT_UNITS=N (read per launch, for tuning) asks
+// for at least N (1 to kMaxUnits), so that fewer blocks meet at each step's grid
+// barrier. Any other value throws.
+inline int64_t units_per_block(int64_t H, int64_t sms) {
+  int64_t U = (H + sms - 1) / sms;
+  if (const char* env = std::getenv("RNN_EXT_PERSISTENT_UNITS")) {
+    char* end = nullptr;
+    const long n = std::strtol(env, &end, 10);
+    if (end == env || *end != '\0' || n < 1 || n > kMaxUnits)
+      throw std::runtime_error("rnn_ext: RNN_EXT_PERSISTENT_UNITS must be an integer from 1 to " +
+                               std::to_string(kMaxUnits) + ", got '" + env + "'");
+    if (n > U) U = n < H ? n : H;
+  }
+  return U;
+}
+
 // The launch of a persistent kernel `kernel(args, units, staged)` for s on
-// dev, or false when it does not fit. Each block owns U = ceil(H /
-// multiprocessors) hidden units; the kernel's registers bound its threads; its
+// dev, or false when it does not fit. Each block owns U = units_per_block(H)
+// hidden units; the kernel's registers bound its threads; its
 // shared memory is fixed(U) bytes plus `staged` rows of per_row bytes: as many
 // rows as fit, up to the whole batch, a multiple of the rows per pass.
 template <typename Kernel, typename Args, typename Fixed>
 inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const PersistentDevice& dev, const Fixed& fixed,
                                      int64_t per_row, BlockShape shape, const char* what) {
-  const int64_t H = s.hidden, U = (H + dev.sms - 1) / dev.sms, pass = shape.rows_per_pass;
+  const int64_t H = s.hidden, U = units_per_block(H, dev.sms), pass = shape.rows_per_pass;
   const int64_t threads = shape.threads ? shape.threads : 32 * U;
   const cudaFuncAttributes attrs = kernel_attributes(kernel);
   if (U > kMaxUnits) return declined("more hidden units per block than a block takes");

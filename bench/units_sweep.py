@@ -1,0 +1,118 @@
+"""Sweep of the persistent kernels' hidden units per block (RNN_EXT_PERSISTENT_UNITS), on a GPU.
+
+Each block of a persistent kernel owns U hidden units. By default U = ceil(H / multiprocessors),
+so every multiprocessor runs a block and all of them meet at each step's grid barrier; fewer,
+fuller blocks make that barrier cheaper and each block's share of the product larger. This times
+the persistent path (RNN_EXT_CUDA_PATH=persistent) at each U beside torch.nn (cuDNN), all
+alternating in one process, and prints a markdown table: per-call median ms, speedup over
+torch.nn, whether a persistent kernel ran (else the GEMM path did), and the largest difference
+from the default U's results (output, and in training every gradient), relative to the largest
+value.
+
+    python -m bench.units_sweep [--units 2,4,8,16,32] [--budget 0.5] [--out FILE]
+
+`--device cpu --tiny` runs the script on one small point on the CPU, where the variable does
+nothing: a check of the script itself (tests/test_bench_smoke.py).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from .grids import Point
+from .timing import measure_pair
+from .workloads import _call, make_inputs, make_pair, step_fn
+
+POINTS = (Point(1000, 1, 256, 256, "float32"), Point(1000, 1, 256, 256, "bfloat16"),
+          Point(1024, 16, 768, 768, "bfloat16"))
+TINY = (Point(6, 2, 5, 7, "float32"),)
+ENV = "RNN_EXT_PERSISTENT_UNITS"
+
+
+def _with_units(units, fn):
+    """fn, run with RNN_EXT_PERSISTENT_UNITS set to `units` (None: unset, the default U)."""
+    def call():
+        if units is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = str(units)
+        return fn()
+    return call
+
+
+def _persistent_ran(fn) -> bool | None:
+    """Whether a kernel named like persistent_* ran in fn; None if the profiler saw no kernel."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    return any("persistent" in n for n in names) if names else None
+
+
+def _max_rel_diff(got, want) -> float:
+    return max(((g.double() - w.double()).abs().max() / w.double().abs().max().clamp_min(1e-30)).item()
+               for g, w in zip(got, want))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--units", default="2,4,8,16,32", help="comma-separated U values besides the default")
+    ap.add_argument("--cells", default="lstm,gru,rnn")
+    ap.add_argument("--modes", default="inference,training")
+    ap.add_argument("--budget", type=float, default=0.5, help="seconds of timing per point")
+    ap.add_argument("--out", type=Path, help="also write the table here")
+    ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    ap.add_argument("--tiny", action="store_true", help="one small point instead of the sweep's three")
+    args = ap.parse_args(argv)
+    device = args.device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device")
+        return 1
+    os.environ["RNN_EXT_CUDA_PATH"] = "persistent"
+    units = [None] + [int(u) for u in args.units.split(",")]
+    label = {u: "default" if u is None else f"U>={u}" for u in units}
+    where = "the CPU (a check of the script)"
+    if device == "cuda":
+        p0 = torch.cuda.get_device_properties(0)
+        where = f"{p0.name}, {p0.multi_processor_count} SMs, cuDNN {torch.backends.cudnn.version()}"
+    lines = [f"# Persistent kernels, units per block: {where}, torch {torch.__version__}", "",
+             "| cell | mode | T, B, I=H | dtype | variant | ms | speedup vs torch.nn | persistent ran | max rel diff |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for p in TINY if args.tiny else POINTS:
+        for cell in args.cells.split(","):
+            for mode in args.modes.split(","):
+                training = mode == "training"
+                base, ext = make_pair(cell, p, device)
+                inputs = make_inputs(cell, p, device, 3, training)
+                fns = {"torch.nn": step_fn(base, inputs, training)}
+                fns.update({label[u]: _with_units(u, step_fn(ext, inputs, training)) for u in units})
+                for fn in fns.values():  # warm-up
+                    fn(), fn()
+                want = _with_units(None, lambda: _call(ext, inputs[0], training))()
+                checks = {}
+                for u in units:
+                    got = _with_units(u, lambda: _call(ext, inputs[0], training))()
+                    ran = _persistent_ran(_with_units(u, lambda: _call(ext, inputs[0], training))) \
+                        if device == "cuda" else None
+                    checks[label[u]] = (ran, _max_rel_diff(got, want))
+                stats = measure_pair(fns, device, budget_s=args.budget, round_s=0.02, min_rounds=5, max_rounds=200)
+                base_ms = stats["torch.nn"].median * 1e3
+                for name, st in stats.items():
+                    ran, diff = checks.get(name, ("", float("nan")))
+                    row = (f"| {cell} | {mode} | {p.T}, {p.B}, {p.H} | {p.dtype} | {name} | {st.median * 1e3:.3f} | "
+                           f"{base_ms / (st.median * 1e3):.2f}x | {ran} | {diff:.1e} |")
+                    lines.append(row)
+                    print(row, flush=True)
+    os.environ.pop(ENV, None)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
