@@ -24,7 +24,7 @@ import torch
 
 from .grids import Point
 from .timing import measure_pair
-from .workloads import _call, make_inputs, make_pair, step_fn
+from .workloads import _call, make_inputs, make_pair, max_rel_err, step_fn
 
 POINTS = (Point(1000, 1, 256, 256, "float32"), Point(1000, 1, 256, 256, "bfloat16"),
           Point(1024, 16, 768, 768, "bfloat16"))
@@ -43,18 +43,16 @@ def _with_units(units, fn):
     return call
 
 
-def _persistent_ran(fn) -> bool | None:
-    """Whether a kernel named like persistent_* ran in fn; None if the profiler saw no kernel."""
+def _run_profiled(fn, device):
+    """fn's result, and whether a kernel named like persistent_* ran in it (None on the CPU, or
+    if the profiler saw no kernel)."""
+    if device != "cuda":
+        return fn(), None
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        fn()
+        out = fn()
         torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return any("persistent" in n for n in names) if names else None
-
-
-def _max_rel_diff(got, want) -> float:
-    return max(((g.double() - w.double()).abs().max() / w.double().abs().max().clamp_min(1e-30)).item()
-               for g, w in zip(got, want))
+    return out, (any("persistent" in n for n in names) if names else None)
 
 
 def main(argv=None) -> int:
@@ -95,10 +93,8 @@ def main(argv=None) -> int:
                 want = _with_units(None, lambda: _call(ext, inputs[0], training))()
                 checks = {}
                 for u in units:
-                    got = _with_units(u, lambda: _call(ext, inputs[0], training))()
-                    ran = _persistent_ran(_with_units(u, lambda: _call(ext, inputs[0], training))) \
-                        if device == "cuda" else None
-                    checks[label[u]] = (ran, _max_rel_diff(got, want))
+                    got, ran = _run_profiled(_with_units(u, lambda: _call(ext, inputs[0], training)), device)
+                    checks[label[u]] = (ran, max_rel_err(want, got))
                 stats = measure_pair(fns, device, budget_s=args.budget, round_s=0.02, min_rounds=5, max_rounds=200)
                 base_ms = stats["torch.nn"].median * 1e3
                 for name, st in stats.items():
