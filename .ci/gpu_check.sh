@@ -150,6 +150,6 @@ if command -v compute-sanitizer >/dev/null; then
   done
 fi
 # Hidden units per block of the persistent kernels (RNN_EXT_PERSISTENT_UNITS), timed beside cuDNN.
-stage units-sweep 90 "$PY" -m bench.units_sweep --out "$WORK/units-sweep.md"
+stage units-sweep 150 "$PY" -m bench.units_sweep --out "$WORK/units-sweep.md"
 [ -f "$WORK/units-sweep.md" ] && cat "$WORK/units-sweep.md" >>"$SUMMARY"
 finish

@@ -1,15 +1,18 @@
 """Sweep of the persistent kernels' hidden units per block (RNN_EXT_PERSISTENT_UNITS), on a GPU.
 
-Each block of a persistent kernel owns U hidden units. By default U = ceil(H / multiprocessors),
-so every multiprocessor runs a block and all of them meet at each step's grid barrier; fewer,
-fuller blocks make that barrier cheaper and each block's share of the product larger. This times
+Each block of a persistent kernel owns U hidden units: ceil(H / multiprocessors), so that every
+multiprocessor runs a block, but at least 4 by default (RNN_EXT_PERSISTENT_UNITS=N sets that
+least to N; N=1 gives plain ceil(H / multiprocessors)). All blocks meet at each step's grid
+barrier; fewer, fuller blocks make that barrier cheaper and each block's share of the product
+larger. This times
 the persistent path (RNN_EXT_CUDA_PATH=persistent) at each U beside torch.nn (cuDNN), all
 alternating in one process, and prints a markdown table: per-call median ms, speedup over
 torch.nn, whether a persistent kernel ran (else the GEMM path did), and the largest difference
 from the default U's results (output, and in training every gradient), relative to the largest
 value.
 
-    python -m bench.units_sweep [--units 2,4,8,16,32] [--budget 0.5] [--out FILE]
+    python -m bench.units_sweep [--units 1,2,8,16,32] [--points 1000x1x256x256xfloat32,...]
+                                [--budget 0.5] [--out FILE]
 
 `--device cpu --tiny` runs the script on one small point on the CPU, where the variable does
 nothing: a check of the script itself (tests/test_bench_smoke.py).
@@ -26,8 +29,17 @@ from .grids import Point
 from .timing import measure_pair
 from .workloads import _call, make_inputs, make_pair, max_rel_err, step_fn
 
-POINTS = (Point(1000, 1, 256, 256, "float32"), Point(1000, 1, 256, 256, "bfloat16"),
-          Point(1024, 16, 768, 768, "bfloat16"))
+# The gpu grid's persistent points, and smaller H and larger B where the default least of 4 units
+# per block takes fewer blocks than ceil(H / multiprocessors) would (T x B x I x H x dtype).
+POINTS = ("1000x1x256x256xfloat32", "1000x1x256x256xbfloat16", "1024x16x768x768xbfloat16",
+          "1000x8x256x256xfloat32", "1000x8x128x128xfloat32", "1000x4x64x64xfloat32",
+          "1000x32x256x256xbfloat16")
+
+
+def parse_point(text):
+    """'TxBxIxHxdtype' -> Point."""
+    T, B, I, H, dtype = text.split("x")
+    return Point(int(T), int(B), int(I), int(H), dtype)
 TINY = (Point(6, 2, 5, 7, "float32"),)
 ENV = "RNN_EXT_PERSISTENT_UNITS"
 
@@ -57,7 +69,8 @@ def _run_profiled(fn, device):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--units", default="2,4,8,16,32", help="comma-separated U values besides the default")
+    ap.add_argument("--units", default="1,2,8,16,32", help="comma-separated N values besides the default")
+    ap.add_argument("--points", default=",".join(POINTS), help="comma-separated TxBxIxHxdtype points")
     ap.add_argument("--cells", default="lstm,gru,rnn")
     ap.add_argument("--modes", default="inference,training")
     ap.add_argument("--budget", type=float, default=0.5, help="seconds of timing per point")
@@ -71,7 +84,7 @@ def main(argv=None) -> int:
         return 1
     os.environ["RNN_EXT_CUDA_PATH"] = "persistent"
     units = [None] + [int(u) for u in args.units.split(",")]
-    label = {u: "default" if u is None else f"U>={u}" for u in units}
+    label = {u: "default" if u is None else f"N={u}" for u in units}
     where = "the CPU (a check of the script)"
     if device == "cuda":
         p0 = torch.cuda.get_device_properties(0)
@@ -80,7 +93,7 @@ def main(argv=None) -> int:
              "| cell | mode | T, B, I=H | dtype | variant | ms | speedup vs torch.nn | persistent ran | max rel diff |",
              "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for p in TINY if args.tiny else POINTS:
+    for p in TINY if args.tiny else [parse_point(t) for t in args.points.split(",")]:
         for cell in args.cells.split(","):
             for mode in args.modes.split(","):
                 training = mode == "training"

@@ -69,7 +69,7 @@ def test_units_sweep_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
     rows = [[c.strip() for c in r] for r in rows if r[0].strip() != "cell"]
-    variants = ("torch.nn", "default", "U>=2", "U>=8")
+    variants = ("torch.nn", "default", "N=2", "N=8")
     assert sorted((r[0], r[1], r[4]) for r in rows) == sorted(
         (c, m, v) for c in ("lstm", "gru", "rnn") for m in ("inference", "training") for v in variants)
     for r in rows:

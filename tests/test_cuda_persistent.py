@@ -15,8 +15,9 @@ from test_cpu_paths import make_pair
 pytestmark = pytest.mark.cuda
 
 CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
-# (T, B, I, H): one unit per block and a partial batch pass; several units per block,
-# three batch passes and (on 108 or 132 multiprocessors) a last block with fewer units;
+# (T, B, I, H): the default least four units per block (one with RNN_EXT_PERSISTENT_UNITS=1,
+# test_units_per_block_knob_matches_nn) and a partial batch pass; four units per block,
+# three batch passes and a last block with fewer units (299 = 74 * 4 + 3);
 # two whole passes whose h_{t-1} rows are whole 16-byte pieces in every dtype (the
 # kernel's 16-byte staging loads: the first shape takes them in float32 only, the
 # second never)
@@ -68,12 +69,18 @@ def test_persistent_forward_matches_nn(monkeypatch, cell, dtype, shape, bidirect
     check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional)
 
 
+def units_per_block(H, p):
+    """The launcher's units per block (persistent_common.cuh): ceil(H / multiprocessors), at
+    least 4 (or H)."""
+    return max(-(-H // p.multi_processor_count), min(4, H))
+
+
 def staged_rows(H, B, fixed, per_row):
     """Rows a float32 LSTM kernel stages at a time on this GPU (the launcher's arithmetic):
-    U = ceil(H / multiprocessors) units per block, `fixed(U)` bytes besides the staged
+    U = units_per_block(H) units per block, `fixed(U)` bytes besides the staged
     rows, per_row bytes each, a multiple of 8, at most the batch rounded up to 8."""
     p = torch.cuda.get_device_properties(0)
-    U = -(-H // p.multi_processor_count)
+    U = units_per_block(H, p)
     room = (p.shared_memory_per_block_optin - fixed(U)) // per_row // 8 * 8
     return min(room, -(-B // 8) * 8), p.name
 
@@ -121,7 +128,7 @@ def mma_staged(H, B, fixed, K):
     if torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("the tensor-core kernels need sm_80")
     p = torch.cuda.get_device_properties(0)
-    U = -(-H // p.multi_processor_count)
+    U = units_per_block(H, p)
     room = (p.shared_memory_per_block_optin - fixed(U)) // ((ru(K, 16) + 8) * 2) // 16 * 16
     return min(room, ru(B, 16)), U, p
 
@@ -267,13 +274,13 @@ def test_bad_path_value_raises(monkeypatch):
 
 
 @pytest.mark.parametrize("shape", [SHAPES[0], SHAPES[2]], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("units", [4, 8])
+@pytest.mark.parametrize("units", [1, 8])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("cell", CELLS)
 def test_units_per_block_knob_matches_nn(monkeypatch, cell, dtype, units, shape):
-    """RNN_EXT_PERSISTENT_UNITS=N (at least N hidden units per block: fewer, fuller blocks; H=20
-    at N=8 makes 3 blocks, the last with 4 units) keeps parity with torch.nn, and both persistent
-    kernels still run."""
+    """RNN_EXT_PERSISTENT_UNITS=N (at least N hidden units per block instead of the default 4:
+    N=1 gives one unit per block at H=20, N=8 three blocks, the last with 4 units) keeps parity
+    with torch.nn, and both persistent kernels still run."""
     monkeypatch.setenv("RNN_EXT_PERSISTENT_UNITS", str(units))
     check_matches_nn(monkeypatch, cell, dtype, shape, False)
 

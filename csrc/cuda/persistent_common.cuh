@@ -266,20 +266,27 @@ struct BlockShape {
 };
 
 // Hidden units per block: ceil(H / multiprocessors), so that every multiprocessor
-// runs one block; RNN_EXT_PERSISTENT_UNITS=N (read per launch, for tuning) asks
-// for at least N (1 to kMaxUnits), so that fewer blocks meet at each step's grid
-// barrier. Any other value throws.
+// runs one block, but at least kDefaultMinUnits (or H): at small H, fewer and
+// fuller blocks meet at each step's grid barrier, which costs more than the
+// step's work there (H200, T=1000 B=1 I=H=256 fp32: 64 blocks of 4 units took
+// 0.75-0.89x the time of 128 blocks of 2 in all three cells; bf16 within 1%;
+// bench/results/gpu-check-h200-clean/units-sweep.md).
+// RNN_EXT_PERSISTENT_UNITS=N (read per launch, for tuning) sets that floor to
+// N (1 to kMaxUnits; 1 gives plain ceil(H / multiprocessors)). Any other value throws.
+constexpr int64_t kDefaultMinUnits = 4;
 inline int64_t units_per_block(int64_t H, int64_t sms) {
-  int64_t U = (H + sms - 1) / sms;
+  int64_t floor_units = kDefaultMinUnits;
   if (const char* env = std::getenv("RNN_EXT_PERSISTENT_UNITS")) {
     char* end = nullptr;
     const long n = std::strtol(env, &end, 10);
     if (end == env || *end != '\0' || n < 1 || n > kMaxUnits)
       throw std::runtime_error("rnn_ext: RNN_EXT_PERSISTENT_UNITS must be an integer from 1 to " +
                                std::to_string(kMaxUnits) + ", got '" + env + "'");
-    if (n > U) U = n < H ? n : H;
+    floor_units = n;
   }
-  return U;
+  const int64_t U = (H + sms - 1) / sms;
+  const int64_t least = floor_units < H ? floor_units : H;
+  return U > least ? U : least;
 }
 
 // The launch of a persistent kernel `kernel(args, units, staged)` for s on
