@@ -9,8 +9,8 @@
 // as fit beside W in shared memory (the whole batch when it fits).
 // Warp u computes unit j0+u for a chunk of 8 batch rows at a time: each lane
 // sums a stride of K for the gates of every row of the chunk, the lanes' sums
-// are combined by a butterfly of shuffles (a fixed order: the result does not depend on timing), and lane r applies
-// the gate math to row r. The blocks then meet at a grid barrier (cooperative
+// are combined by a butterfly of shuffles (a fixed order: the result does not depend on timing), and lanes
+// 0..7 apply the gate math to the chunk's rows together. The blocks then meet at a grid barrier (cooperative
 // launch, so that every block is resident) and read the h_t that all of them
 // wrote through L2 (__ldcg: never a stale L1 line).
 //
@@ -68,27 +68,61 @@ __device__ __forceinline__ const T* previous_hidden(const SequenceForward& s, in
   return static_cast<const T*>(s.y) + (s.reverse ? t + 1 : t - 1) * s.B * s.hidden;
 }
 
-// The gate math of one (row, unit), as the per-step kernels of cells_cuda.cu
-// do it: hg[g] = (W_hh h_{t-1})[g*H + j], hp = h_{t-1}[j].
+// What the gate math of one (row, unit) reads besides the product: the row's
+// input projection and (LSTM) cell state, and the unit's biases. The scalar
+// kernel loads them ahead (the biases once, the rest before it stages h_{t-1}),
+// so that their latency overlaps the staging and the product.
+template <SequenceCell C>
+struct RowInputs {
+  float xg[gates_of(C)];
+  float c;
+};
+template <SequenceCell C>
+struct UnitBias {
+  float ih[gates_of(C)], hh[gates_of(C)];
+};
+
 template <typename T, SequenceCell C>
-__device__ __forceinline__ void cell_update(const SequenceForward& s, const float* hg, float hp, int64_t row,
-                                            int64_t b, int64_t j) {
+__device__ __forceinline__ RowInputs<C> load_row_inputs(const SequenceForward& s, int64_t row, int64_t b, int64_t j) {
   constexpr int64_t NG = gates_of(C);
-  const int64_t H = s.hidden, G = NG * H;
-  const T* xg = static_cast<const T*>(s.x_gates) + row * G;
+  const int64_t H = s.hidden;
+  const T* xg = static_cast<const T*>(s.x_gates) + row * NG * H;
+  RowInputs<C> in;
+#pragma unroll
+  for (int64_t g = 0; g < NG; ++g) in.xg[g] = to_acc(xg[g * H + j]);
+  in.c = C == SequenceCell::kLstm ? static_cast<const float*>(s.c_state)[b * H + j] : 0.0f;
+  return in;
+}
+
+template <typename T, SequenceCell C>
+__device__ __forceinline__ UnitBias<C> load_unit_bias(const SequenceForward& s, int64_t j) {
+  UnitBias<C> bias;
+#pragma unroll
+  for (int64_t g = 0; g < gates_of(C); ++g) {
+    bias.ih[g] = load_opt<T>(s.b_ih, g * s.hidden + j);
+    bias.hh[g] = load_opt<T>(s.b_hh, g * s.hidden + j);
+  }
+  return bias;
+}
+
+// The gate math of one (row, unit), as the per-step kernels of cells_cuda.cu
+// do it (the same sums in the same order): hg[g] = (W_hh h_{t-1})[g*H + j],
+// hp = h_{t-1}[j].
+template <typename T, SequenceCell C>
+__device__ __forceinline__ void cell_update(const SequenceForward& s, const RowInputs<C>& in, const UnitBias<C>& bias,
+                                            const float* hg, float hp, int64_t row, int64_t b, int64_t j) {
+  const int64_t H = s.hidden;
   T* y = static_cast<T*>(s.y) + row * H;
   float* ws = static_cast<float*>(s.workspace);
   if constexpr (C == SequenceCell::kLstm) {
     float act[4];
 #pragma unroll
     for (int64_t g = 0; g < 4; ++g) {
-      const int64_t col = g * H + j;
-      const float pre = to_acc(xg[col]) + hg[g] + load_opt<T>(s.b_ih, col) + load_opt<T>(s.b_hh, col);
+      const float pre = in.xg[g] + hg[g] + bias.ih[g] + bias.hh[g];
       act[g] = g == 2 ? tanh_(pre) : sigmoid(pre);
     }
-    float* c_state = static_cast<float*>(s.c_state);
-    const float c = act[1] * c_state[b * H + j] + act[0] * act[2];
-    c_state[b * H + j] = c;
+    const float c = act[1] * in.c + act[0] * act[2];
+    static_cast<float*>(s.c_state)[b * H + j] = c;
     y[j] = from_acc<T>(act[3] * tanh_(c));
     if (ws) {
 #pragma unroll
@@ -96,10 +130,10 @@ __device__ __forceinline__ void cell_update(const SequenceForward& s, const floa
       ws[row * 5 * H + 4 * H + j] = c;
     }
   } else if constexpr (C == SequenceCell::kGru) {
-    const float rg = sigmoid(to_acc(xg[j]) + load_opt<T>(s.b_ih, j) + hg[0] + load_opt<T>(s.b_hh, j));
-    const float zg = sigmoid(to_acc(xg[H + j]) + load_opt<T>(s.b_ih, H + j) + hg[1] + load_opt<T>(s.b_hh, H + j));
-    const float hn = hg[2] + load_opt<T>(s.b_hh, 2 * H + j);
-    const float n = tanh_(to_acc(xg[2 * H + j]) + load_opt<T>(s.b_ih, 2 * H + j) + rg * hn);
+    const float rg = sigmoid(in.xg[0] + bias.ih[0] + hg[0] + bias.hh[0]);
+    const float zg = sigmoid(in.xg[1] + bias.ih[1] + hg[1] + bias.hh[1]);
+    const float hn = hg[2] + bias.hh[2];
+    const float n = tanh_(in.xg[2] + bias.ih[2] + rg * hn);
     y[j] = from_acc<T>(n + zg * (hp - n));
     if (ws) {
       float* w = ws + row * 4 * H;
@@ -109,7 +143,7 @@ __device__ __forceinline__ void cell_update(const SequenceForward& s, const floa
       w[3 * H + j] = hn;
     }
   } else {
-    const float pre = to_acc(xg[j]) + hg[0] + load_opt<T>(s.b_ih, j) + load_opt<T>(s.b_hh, j);
+    const float pre = in.xg[0] + hg[0] + bias.ih[0] + bias.hh[0];
     // relu keeps NaN, like torch.relu
     y[j] = from_acc<T>(C == SequenceCell::kRnnRelu ? (pre > 0.0f ? pre : (pre != pre ? pre : 0.0f)) : tanh_(pre));
   }
@@ -130,6 +164,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp, lane = me.lane;
 
   load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, NG * U, H, tid, nthreads);
+  const UnitBias<C> bias = load_unit_bias<T, C>(s, warp < units ? j0 + warp : j0);
 
   cg::grid_group grid = cg::this_grid();
   for (int64_t step = 0; step < s.T; ++step) {
@@ -138,6 +173,10 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
     for (int64_t b0 = 0; b0 < B; b0 += kRowsPerPass) {
       const int64_t nb = B - b0 < kRowsPerPass ? B - b0 : kRowsPerPass;
       const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
+      // Lane r's row of this pass: its inputs requested now, used after the product.
+      // (Its cell state was written by this same thread at the previous step.)
+      RowInputs<C> in{};
+      if (warp < units && lane < nb) in = load_row_inputs<T, C>(s, t * B + b0 + lane, b0 + lane, j0 + warp);
       if (s0 == 0) {
         // Rows b0 .. b0+staged-1 (those that exist; zeros after them, up to a whole pass).
         const int64_t ns = B - b0 < staged ? B - b0 : staged;
@@ -171,10 +210,19 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
           for (int64_t g = 0; g < NG; ++g)
 #pragma unroll
             for (int64_t m = 16; m > 0; m /= 2) acc[r][g] += __shfl_xor_sync(kFullMask, acc[r][g], m);
+        // The butterfly leaves every sum in every lane, bitwise equal (each level adds the
+        // same two values). Lane r picks row r's sums by selects, and the lanes of the
+        // pass update their rows at once: a branch per row would run the rows' global loads
+        // one after another (about 1 us each on an H200: B=8 took 3x B=1's time a step).
+        float mine[NG];
 #pragma unroll
-        for (int64_t r = 0; r < kRowsPerPass; ++r) {
-          if (lane == r && r < nb) cell_update<T, C>(s, acc[r], to_acc(h_pass[r * H + j]), t * B + b0 + r, b0 + r, j);
-        }
+        for (int64_t g = 0; g < NG; ++g) mine[g] = acc[0][g];
+#pragma unroll
+        for (int64_t r = 1; r < kRowsPerPass; ++r)
+#pragma unroll
+          for (int64_t g = 0; g < NG; ++g) mine[g] = lane == r ? acc[r][g] : mine[g];
+        if (lane < nb)
+          cell_update<T, C>(s, in, bias, mine, to_acc(h_pass[lane * H + j]), t * B + b0 + lane, b0 + lane, j);
       }
     }
     grid.sync();  // h_t of every unit written before any block reads it
@@ -233,7 +281,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         for (int64_t g = 0; g < NG; ++g) {
           hg[g] = sum_partials(L, part, g * U + u, n);
         }
-        cell_update<T, C>(s, hg, to_acc(h_pass[n * L.ld + j0 + u]), t * B + b, b, j0 + u);
+        cell_update<T, C>(s, load_row_inputs<T, C>(s, t * B + b, b, j0 + u), load_unit_bias<T, C>(s, j0 + u), hg,
+                          to_acc(h_pass[n * L.ld + j0 + u]), t * B + b, b, j0 + u);
       }
     }
     grid.sync();  // h_t of every unit written before any block reads it
