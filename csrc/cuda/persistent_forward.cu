@@ -69,9 +69,9 @@ __device__ __forceinline__ const T* previous_hidden(const SequenceForward& s, in
 }
 
 // What the gate math of one (row, unit) reads besides the product: the row's
-// input projection and (LSTM) cell state, and the unit's biases. The scalar
-// kernel loads them ahead (the biases once, the rest before it stages h_{t-1}),
-// so that their latency overlaps the staging and the product.
+// input projection and (LSTM) cell state, and the unit's biases. Both kernels
+// load them ahead (the biases once, the rest before they stage h_{t-1}), so
+// that their latency overlaps the staging and the product.
 template <SequenceCell C>
 struct RowInputs {
   float xg[gates_of(C)];
@@ -257,6 +257,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   const int64_t warps = nthreads / 32;
 
   load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, L.rows_p, L.ld, tid, nthreads);
+  // This thread's first (unit, row) of every pass, e = tid below: its inputs and biases are
+  // requested before the pass's staging and product (the biases each pass, not once as in the
+  // scalar kernel: kept across the steps they made ptxas spill).
+  const bool first_ok = tid < units * kTile;
+  const int64_t u0 = tid / kTile, n0 = tid % kTile;
 
   cg::grid_group grid = cg::this_grid();
   for (int64_t step = 0; step < s.T; ++step) {
@@ -264,6 +269,13 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     const T* h_prev = previous_hidden<T>(s, step, t);
     for (int64_t b0 = 0; b0 < B; b0 += kTile) {
       const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
+      // (the cell state of (b0 + n0, j0 + u0) was written by this same thread at the previous step)
+      RowInputs<C> in0{};
+      UnitBias<C> bias0{};
+      if (first_ok && b0 + n0 < B) {
+        in0 = load_row_inputs<T, C>(s, t * B + b0 + n0, b0 + n0, j0 + u0);
+        bias0 = load_unit_bias<T, C>(s, j0 + u0);
+      }
       __syncthreads();  // the previous pass is done with `part` (and h_sm, and W is in place)
       if (s0 == 0) {
         const int64_t ns = B - b0 < staged ? B - b0 : staged;
@@ -281,8 +293,12 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         for (int64_t g = 0; g < NG; ++g) {
           hg[g] = sum_partials(L, part, g * U + u, n);
         }
-        cell_update<T, C>(s, load_row_inputs<T, C>(s, t * B + b, b, j0 + u), load_unit_bias<T, C>(s, j0 + u), hg,
-                          to_acc(h_pass[n * L.ld + j0 + u]), t * B + b, b, j0 + u);
+        const float hp = to_acc(h_pass[n * L.ld + j0 + u]);
+        if (e == tid)
+          cell_update<T, C>(s, in0, bias0, hg, hp, t * B + b, b, j0 + u);
+        else
+          cell_update<T, C>(s, load_row_inputs<T, C>(s, t * B + b, b, j0 + u), load_unit_bias<T, C>(s, j0 + u), hg,
+                            hp, t * B + b, b, j0 + u);
       }
     }
     grid.sync();  // h_t of every unit written before any block reads it
