@@ -259,7 +259,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
   load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, L.rows_p, L.ld, tid, nthreads);
   // This thread's first (unit, row) of every pass, e = tid below: its inputs and biases are
   // requested before the pass's staging and product (the biases each pass, not once as in the
-  // scalar kernel: kept across the steps they made ptxas spill).
+  // scalar kernel: kept across the steps, they made ptxas spill in two of these kernels).
   const bool first_ok = tid < units * kTile;
   const int64_t u0 = tid / kTile, n0 = tid % kTile;
 
