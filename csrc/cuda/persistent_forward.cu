@@ -69,9 +69,11 @@ __device__ __forceinline__ const T* previous_hidden(const SequenceForward& s, in
 }
 
 // What the gate math of one (row, unit) reads besides the product: the row's
-// input projection and (LSTM) cell state, and the unit's biases. Both kernels
-// load them ahead (the biases once, the rest before they stage h_{t-1}), so
-// that their latency overlaps the staging and the product.
+// input projection and (LSTM) cell state, and the unit's biases, loaded ahead so
+// that their latency overlaps the staging of h_{t-1} and the product: the scalar
+// kernel loads the biases once and each row's inputs before it stages h_{t-1};
+// the tensor-core kernel loads both for each thread's first (unit, row) of a pass
+// (see there).
 template <SequenceCell C>
 struct RowInputs {
   float xg[gates_of(C)];
