@@ -32,6 +32,18 @@ def _ms(r: dict, side: str) -> str:
     return f"{med:.{digits}f} ({q75 - q25:.{digits}f})"
 
 
+# A side whose interquartile range exceeds this fraction of its median was disturbed while it
+# was timed (other processes, clock changes): its point's speedup is uncertain. One such nn.LSTM
+# median (6.15 ms, IQR 3.40, against 1.75-1.90 ms measured alone) once made a 0.93x point read 2.44x.
+NOISY_IQR = 0.25
+
+
+def noisy(r: dict) -> bool:
+    """Whether either side's timing spread makes this point's speedup uncertain (see NOISY_IQR)."""
+    return any(r[f"{side}_ms"] and (r[f"{side}_q75_ms"] - r[f"{side}_q25_ms"]) > NOISY_IQR * r[f"{side}_ms"]
+               for side in ("base", "ext"))
+
+
 def _pair(a, b, fmt=".1f") -> str:
     return "–" if a is None and b is None else f"{_f(a, fmt)} / {_f(b, fmt)}"
 
@@ -50,7 +62,8 @@ def markdown_table(rows: list[dict]) -> str:
             mem = [_pair(r["base_saved_mb"], r["ext_saved_mb"], ".2f")] + \
                 ([_pair(r["base_peak_mem_mb"], r["ext_peak_mem_mb"])] if gpu else [])
             cells = [r["cell"], r["mode"], r["T"], r["B"], r["I"], r["H"], r["dtype"], r["baseline"],
-                     _ms(r, "base"), _ms(r, "ext"), f"**{r['speedup']:.2f}x**", _f(r["ext_us_per_step"], ".1f"),
+                     _ms(r, "base"), _ms(r, "ext"), f"**{r['speedup']:.2f}x**" + (" (noisy)" if noisy(r) else ""),
+                     _f(r["ext_us_per_step"], ".1f"),
                      _f(r["ext_gflops"], ".1f"), _f(r["ext_pct_peak"], ".1f"), *mem, _f(r["max_rel_err"], ".1e")]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
@@ -77,6 +90,11 @@ def summary_lines(rows: list[dict]) -> list[str]:
         out.append(f"- min speedup: **{worst['speedup']:.2f}x** ({worst['cell']} {worst['mode']} {_label(worst)})")
         slower = [r for r in ok if r["speedup"] < 1.0]
         out.append(f"- points where rnn_ext is slower than torch.nn: {len(slower)} of {len(ok)}")
+        shaky = [r for r in ok if noisy(r)]
+        if shaky:
+            out.append(f"- noisy points (an interquartile range over {NOISY_IQR:.0%} of its median; speedup uncertain,"
+                       f" measure again before quoting): {len(shaky)} of {len(ok)}: "
+                       + ", ".join(f"{r['cell']} {r['mode']} {_label(r)} {r['speedup']:.2f}x" for r in shaky))
     warned = [r for r in rows if r.get("warnings")]
     if warned:
         out.append(f"- points that raised warnings: {len(warned)} (see the warnings column of results.csv): "

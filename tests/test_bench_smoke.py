@@ -76,3 +76,26 @@ def test_units_sweep_smoke(tmp_path):
         assert float(r[5]) > 0, r
         if r[4] != "torch.nn":
             assert float(r[8]) == 0.0, r  # on the CPU the variable changes nothing
+
+
+def test_report_flags_noisy_points():
+    """A point whose timing spread (IQR) is over a quarter of its median on either side is marked
+    in the table and listed in the summary; a steady one is not."""
+    sys.path.insert(0, str(REPO))
+    from bench import report
+
+    def row(base, base_iqr, ext, ext_iqr, T=1000):
+        return {"cell": "lstm", "mode": "inference", "T": T, "B": 4, "I": 32, "H": 64, "dtype": "float32",
+                "device": "cpu", "baseline": "nn.LSTM (oneDNN)", "status": "ok", "speedup": base / ext,
+                "base_ms": base, "base_q25_ms": base - base_iqr / 2, "base_q75_ms": base + base_iqr / 2,
+                "ext_ms": ext, "ext_q25_ms": ext - ext_iqr / 2, "ext_q75_ms": ext + ext_iqr / 2,
+                "ext_us_per_step": 1.0, "ext_gflops": 1.0, "ext_pct_peak": 1.0, "base_saved_mb": None,
+                "ext_saved_mb": None, "max_rel_err": 0.0}
+
+    outlier, steady, ext_side = row(6.15, 3.40, 2.52, 0.32), row(2.41, 0.15, 2.59, 0.13, T=999), \
+        row(2.0, 0.1, 1.0, 0.3, T=998)
+    assert report.noisy(outlier) and report.noisy(ext_side) and not report.noisy(steady)
+    table = report.markdown_table([outlier, steady]).splitlines()
+    assert "**2.44x** (noisy)" in table[2] and "(noisy)" not in table[3]
+    [line] = [x for x in report.summary_lines([outlier, steady, ext_side]) if "noisy points" in x]
+    assert "2 of 3" in line and "T1000" in line and "T998" in line and "T999" not in line
