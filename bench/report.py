@@ -114,7 +114,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
                         for k in COLUMNS})
 
 
-def write_markdown(env: dict, peaks: dict[str, float], rows: list[dict], path: Path, elapsed_s: float) -> str:
+def write_markdown(env: dict, peaks: dict[str, tuple[float, str]], rows: list[dict], path: Path,
+                   elapsed_s: float) -> str:
     mem_note = ("saved MB: unique storages saved for backward by one training forward, parameters and inputs"
                 " excluded (torch.autograd.graph.saved_tensors_hooks)")
     if env["device"] == "cuda":
@@ -124,8 +125,8 @@ def write_markdown(env: dict, peaks: dict[str, float], rows: list[dict], path: P
         f"# rnn_ext benchmark: grid {env['grid']} on {env['device']}",
         "",
         *header_lines(env),
-        *[f"- GEMM peak ({dt}): {g:.1f} GFLOP/s (fastest block of a square torch.mm in this run)"
-          for dt, g in peaks.items()],
+        *[f"- GEMM peak ({dt}): {g:.1f} GFLOP/s ({src}: the fastest block of a square product in this run)"
+          for dt, (g, src) in peaks.items()],
         f"- wall time of the run: {elapsed_s:.0f} s",
         "",
         "Times are per call: median over timed blocks, interquartile range in parentheses; both sides measured"

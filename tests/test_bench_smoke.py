@@ -99,3 +99,23 @@ def test_report_flags_noisy_points():
     assert "**2.44x** (noisy)" in table[2] and "(noisy)" not in table[3]
     [line] = [x for x in report.summary_lines([outlier, steady, ext_side]) if "noisy points" in x]
     assert "2 of 3" in line and "T1000" in line and "T998" in line and "T999" not in line
+
+
+def test_gemm_peak_takes_the_faster_library():
+    """On the CPU in float32 the GEMM peak is the faster of torch.mm and oneDNN's matmul (the
+    product rnn_ext's CPU path uses; MKL's sgemm reaches about half its rate on AMD CPUs), and
+    says which; elsewhere it is torch.mm's. The oneDNN product computes the same matrix."""
+    sys.path.insert(0, str(REPO))
+    import torch
+    from bench import timing
+
+    g, src = timing.gemm_peak("cpu", torch.float32, 0.01)
+    assert g > 0 and src in ("torch.mm", "oneDNN matmul")
+    g64, src64 = timing.gemm_peak("cpu", torch.float64, 0.01)
+    assert g64 > 0 and src64 == "torch.mm"
+    a, b = torch.randn(64, 48), torch.randn(48, 32)
+    fn = timing._onednn_mm(a, b)
+    if torch.backends.mkldnn.is_available():
+        assert fn is not None
+        torch.testing.assert_close(fn(), a @ b)
+    assert timing._onednn_mm(a.double(), b.double()) is None
