@@ -97,6 +97,14 @@ template <typename T, int64_t W>
 struct VecOf {
   typedef T type __attribute__((vector_size(sizeof(T) * W)));
 };
+template <typename V>
+RNN_EXT_INLINE V load_vec(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <typename V>
+RNN_EXT_INLINE void store_vec(float* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
 
 // One stage of a W x W transpose in registers: rows i and i + S (i with bit S
 // clear) swap their off-diagonal S x S sub-blocks. After the stages S = W/2,
@@ -439,27 +447,25 @@ template <int64_t W, int64_t R, bool kWs>
 RNN_EXT_INLINE void lstm_epilogue_rows(const float* o, int64_t ldo, const float* bx, float* c, int64_t ldc,
                                        float* y, int64_t ldy, float* w, int64_t ldw, int64_t H) {
   using V = typename VecOf<float, W>::type;
-  const auto ld = [](const float* p) RNN_EXT_LAMBDA_INLINE { V v; std::memcpy(&v, p, sizeof(V)); return v; };
-  const auto st = [](float* p, const V& v) RNN_EXT_LAMBDA_INLINE { std::memcpy(p, &v, sizeof(V)); };
   V i[R], f[R], g[R], og[R];
   for (int64_t r = 0; r < R; ++r) {
     const float* orow = o + r * ldo;
-    i[r] = fast_math::sigmoid_v(ld(orow) + ld(bx));
-    f[r] = fast_math::sigmoid_v(ld(orow + W) + ld(bx + H));
-    g[r] = fast_math::tanh_v(ld(orow + 2 * W) + ld(bx + 2 * H));
-    og[r] = fast_math::sigmoid_v(ld(orow + 3 * W) + ld(bx + 3 * H));
+    i[r] = fast_math::sigmoid_t(load_vec<V>(orow) + load_vec<V>(bx));
+    f[r] = fast_math::sigmoid_t(load_vec<V>(orow + W) + load_vec<V>(bx + H));
+    g[r] = fast_math::tanh_t(load_vec<V>(orow + 2 * W) + load_vec<V>(bx + 2 * H));
+    og[r] = fast_math::sigmoid_t(load_vec<V>(orow + 3 * W) + load_vec<V>(bx + 3 * H));
   }
   for (int64_t r = 0; r < R; ++r) {
-    const V cn = f[r] * ld(c + r * ldc) + i[r] * g[r];
-    st(c + r * ldc, cn);
-    st(y + r * ldy, og[r] * fast_math::tanh_v(cn));
+    const V cn = f[r] * load_vec<V>(c + r * ldc) + i[r] * g[r];
+    store_vec<V>(c + r * ldc, cn);
+    store_vec<V>(y + r * ldy, og[r] * fast_math::tanh_t(cn));
     if constexpr (kWs) {
       float* wr = w + r * ldw;
-      st(wr, i[r]);
-      st(wr + H, f[r]);
-      st(wr + 2 * H, g[r]);
-      st(wr + 3 * H, og[r]);
-      st(wr + 4 * H, cn);
+      store_vec<V>(wr, i[r]);
+      store_vec<V>(wr + H, f[r]);
+      store_vec<V>(wr + 2 * H, g[r]);
+      store_vec<V>(wr + 3 * H, og[r]);
+      store_vec<V>(wr + 4 * H, cn);
     }
   }
 }
@@ -470,28 +476,26 @@ RNN_EXT_INLINE void gru_epilogue_rows(const float* o, int64_t ldo, const float* 
                                       const float* bn, const float* const* hp, float* y, int64_t ldy, float* w,
                                       int64_t ldw, int64_t H) {
   using V = typename VecOf<float, W>::type;
-  const auto ld = [](const float* p) RNN_EXT_LAMBDA_INLINE { V v; std::memcpy(&v, p, sizeof(V)); return v; };
-  const auto st = [](float* p, const V& v) RNN_EXT_LAMBDA_INLINE { std::memcpy(p, &v, sizeof(V)); };
   V rg[R], zg[R], hn[R], nn[R];
   for (int64_t r = 0; r < R; ++r) {
     const float* orow = o + r * ldo;
     const float* xr = x + r * ldx;
-    rg[r] = fast_math::sigmoid_v(ld(xr) + ld(bx) + ld(orow));
-    zg[r] = fast_math::sigmoid_v(ld(xr + H) + ld(bx + H) + ld(orow + W));
-    hn[r] = ld(orow + 2 * W) + ld(bn);
+    rg[r] = fast_math::sigmoid_t(load_vec<V>(xr) + load_vec<V>(bx) + load_vec<V>(orow));
+    zg[r] = fast_math::sigmoid_t(load_vec<V>(xr + H) + load_vec<V>(bx + H) + load_vec<V>(orow + W));
+    hn[r] = load_vec<V>(orow + 2 * W) + load_vec<V>(bn);
   }
   for (int64_t r = 0; r < R; ++r) {
     const float* xr = x + r * ldx;
-    nn[r] = fast_math::tanh_v(ld(xr + 2 * H) + ld(bx + 2 * H) + rg[r] * hn[r]);
+    nn[r] = fast_math::tanh_t(load_vec<V>(xr + 2 * H) + load_vec<V>(bx + 2 * H) + rg[r] * hn[r]);
   }
   for (int64_t r = 0; r < R; ++r) {
-    st(y + r * ldy, nn[r] + zg[r] * (ld(hp[r]) - nn[r]));
+    store_vec<V>(y + r * ldy, nn[r] + zg[r] * (load_vec<V>(hp[r]) - nn[r]));
     if constexpr (kWs) {
       float* wr = w + r * ldw;
-      st(wr, rg[r]);
-      st(wr + H, zg[r]);
-      st(wr + 2 * H, nn[r]);
-      st(wr + 3 * H, hn[r]);
+      store_vec<V>(wr, rg[r]);
+      store_vec<V>(wr + H, zg[r]);
+      store_vec<V>(wr + 2 * H, nn[r]);
+      store_vec<V>(wr + 3 * H, hn[r]);
     }
   }
 }
