@@ -257,7 +257,7 @@ constexpr int64_t k_chunk() {
 // chunks), so that work there (prefetches) is spread thinly among the
 // products: a burst of prefetches fills the line-fill buffers and stalls.
 //
-// kChunks: chunks of that many 16 KB slices (see backward_thread).
+// kChunks: chunks of that many 16 KB slices (see forward_thread, backward_thread).
 template <typename T, int64_t W, int64_t NV, int64_t MR, int64_t kChunks = 1, typename F>
 RNN_EXT_INLINE void block_product(const T* const* a, int64_t rows, int64_t K, const T* panel, T* acc,
                                   bool accumulate, const F& after_tile, const T* next_panel = nullptr) {
@@ -515,6 +515,15 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
   constexpr int64_t MR = tile_rows(Regs, NV);
   constexpr int64_t UW = forward_units(C, W);  // units per block
   constexpr int64_t NG = gates_of(C);
+  // Products in chunks of four 16 KB panel slices (64 KB, past L1: the row
+  // tiles after the first read it from L2). Each chunk reloads and stores
+  // every tile's accumulators; with 16 KB slices (64 rows of K for LSTM) that
+  // overhead was ~5% of a tile's time in a standalone loop, which ran at 229
+  // GFLOP/s a core at K = 64 and 241-247 at K = 256-512 from L2 (AMD Zen 5 VM,
+  // FMA peak 258). LSTM inference, alternated processes, against 16 KB chunks:
+  // 0.95-0.98x the time at (100, 32, 256, 256) and (50, 64, 512, 512), one
+  // thread or two; 0.95x at (200, 8, 64, 128). (See -falign-loops in setup.py.)
+  constexpr int64_t kFc = 4;
   constexpr int64_t kWsParts = C == Cell::kLstm ? 5 : 4;  // workspace row: [i f g o | c] or [r z n | hn]
   const int64_t H = f.H, G = NG * H, K = H;
   const Slice mine(ceil_div(H, UW), tid, nt);
@@ -606,17 +615,17 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
             for (int64_t r = 0; r < rows; ++r) ax_from[r] = ax[r] + kx;
             ax_k = ax_from.data();
           }
-          block_product<T, W, NV, MR>(ax_k, rows, I - kx, wip + (b * I + kx) * NV * W, acc, kx > 0, ws_ahead,
+          block_product<T, W, NV, MR, kFc>(ax_k, rows, I - kx, wip + (b * I + kx) * NV * W, acc, kx > 0, ws_ahead,
                                       stream ? panel : nullptr);
         }
         if (with_x && kx == I)
-          block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, true,
+          block_product<T, W, NV, MR, kFc>(a.data(), rows, K, panel, acc, true,
                                       [&](int64_t j, int64_t calls) RNN_EXT_LAMBDA_INLINE {
                                         ws_ahead(j, calls);
                                         x_ahead(j, calls);
                                       }, next_x);
-        else if (with_x) block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, true, x_ahead, next_x);
-        else block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, false, ws_ahead, next_h);
+        else if (with_x) block_product<T, W, NV, MR, kFc>(a.data(), rows, K, panel, acc, true, x_ahead, next_x);
+        else block_product<T, W, NV, MR, kFc>(a.data(), rows, K, panel, acc, false, ws_ahead, next_h);
       } else {
         // x_gates precomputed. LSTM and RNN start the tile from it (GRU's
         // epilogue reads it). Its rows are a page apart, which no hardware
@@ -638,7 +647,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
             }
         }
         const T* next = stream ? wp + bn * K * NV * W : nullptr;
-        block_product<T, W, NV, MR>(a.data(), rows, K, panel, acc, kStartFromX,
+        block_product<T, W, NV, MR, kFc>(a.data(), rows, K, panel, acc, kStartFromX,
                                     [&](int64_t j, int64_t calls) RNN_EXT_LAMBDA_INLINE {
                                       if (!more) return;
                                       const int64_t items = pr * NG;
@@ -724,7 +733,7 @@ RNN_EXT_INLINE void forward_thread(const Forward& f, int tid, int nt, StepQueues
           // (streaming panels: the next slice, or the block's W_hh panel after the last)
           const T* next = !stream ? nullptr : early_k + kn < I ? wip + (early_b * I + early_k + kn) * NV * W
                                                                : wp + early_b * K * NV * W;
-          block_product<T, W, NV, MR>(ax_from.data(), rn, kn, wip + (early_b * I + early_k) * NV * W, acc,
+          block_product<T, W, NV, MR, kFc>(ax_from.data(), rn, kn, wip + (early_b * I + early_k) * NV * W, acc,
                                       early_k > 0, [](int64_t, int64_t) {}, next);
           early_k += kn;
         }
