@@ -245,9 +245,10 @@ constexpr int64_t k_chunk() {
   return k < 16 ? 16 : k;
 }
 
-// acc (rows, NV*W) (+)= a (rows, K) @ panel (K, NV*W), in chunks of K whose panel
-// slice (16 KB) stays in L1 while every row tile passes over it; without the
-// chunks each row tile would stream the whole panel from L2 again.
+// acc (rows, NV*W) (+)= a (rows, K) @ panel (K, NV*W), in chunks of K (kChunks
+// slices of 16 KB) that every row tile passes over while the chunk is still in
+// L1 (16 KB) or L2 (the forward's 64 KB); without the chunks each row tile
+// would stream the whole panel from L2 or L3 again.
 //
 // With a next_panel (see streams_panels), the row tiles of each chunk prefetch
 // the next slice into L2 (the panel's next chunk, else next_panel's first), a
