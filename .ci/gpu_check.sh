@@ -6,7 +6,8 @@
 #   1. the CUDA tests (pytest -k cuda; in parallel when pytest-xdist is there) on the
 #      default path choice (the persistent kernels at small batch, else the GEMM path)
 #   2. the quick comparison with cuDNN on the default choice
-#   3. the whole gpu grid, inference and training, on the default choice
+#   3. the whole gpu grid, inference and training, on the default choice, then its
+#      float32 points again with TF32 allowed for rnn_ext (--tf32; cuDNN uses TF32 by default)
 #   4. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
 #   5. the quick comparison on the GEMM path
 #   6. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
@@ -135,14 +136,17 @@ bench bench-default 90 gpu-quick -u RNN_EXT_CUDA_PATH RNN_EXT_CUDA_PATH_LOG=1
 declines bench-default
 # The whole gpu grid (B = 1 to 256), inference and training, on the default path choice, 1 s a point.
 bench bench-default-grid 150 "gpu --budget 1" -u RNN_EXT_CUDA_PATH
+# Its float32 points with torch.backends.cuda.matmul.allow_tf32 on: rnn_ext's float32 products as TF32.
+bench bench-tf32 60 "gpu --budget 1 --dtypes float32 --tf32" -u RNN_EXT_CUDA_PATH
 tests tests-gemm 180 RNN_EXT_CUDA_PATH=gemm
 bench bench-gemm 60 gpu-quick RNN_EXT_CUDA_PATH=gemm
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     # The profiler is blind under the sanitizer (CUPTI is taken): the tests then cannot see
     # which kernels ran, so the decline reasons are logged and counted instead.
-    stage "sanitizer-$tool" 90 env RNN_EXT_CUDA_PATH_LOG=1 compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      --target-processes all "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_persistent.py -k "7x3x5x20 and (float32 or bfloat16)"
+    stage "sanitizer-$tool" 110 env RNN_EXT_CUDA_PATH_LOG=1 compute-sanitizer --tool "$tool" --error-exitcode 3 \
+      --target-processes all "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_persistent.py \
+      -k "7x3x5x20 and (float32 or bfloat16 or (tf32 and GRU))"
     rc=$?
     ((rc != 0 && rc != 99)) && FAILED=1  # 3: the sanitizer found errors; else a test failed or timed out
     grep -E "ERROR SUMMARY|passed|failed" "$WORK/sanitizer-$tool.log" | tail -3 | sed 's/^/  /' | tee -a "$SUMMARY"

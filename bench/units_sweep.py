@@ -9,7 +9,9 @@ the persistent path (RNN_EXT_CUDA_PATH=persistent) at each U beside torch.nn (cu
 alternating in one process, and prints a markdown table: per-call median ms, speedup over
 torch.nn, whether a persistent kernel ran (else the GEMM path did), and the largest difference
 from the default U's results (output, and in training every gradient), relative to the largest
-value.
+value. Two more variants give the default path choice its crossovers: "GEMM path"
+(RNN_EXT_CUDA_PATH=gemm) and, at float32 points, "TF32" (the default U with
+torch.backends.cuda.matmul.allow_tf32 on: the tensor-core kernels in TF32).
 
     python -m bench.units_sweep [--units 1,2,8,16,32] [--points 1000x1x256x256xfloat32,...]
                                 [--budget 0.5] [--out FILE]
@@ -42,15 +44,19 @@ def parse_point(text):
     return Point(int(T), int(B), int(I), int(H), dtype)
 TINY = (Point(6, 2, 5, 7, "float32"),)
 ENV = "RNN_EXT_PERSISTENT_UNITS"
+TF32_DEFAULT = torch.backends.cuda.matmul.allow_tf32
 
 
-def _with_units(units, fn):
-    """fn, run with RNN_EXT_PERSISTENT_UNITS set to `units` (None: unset, the default U)."""
+def _with_units(units, fn, path="persistent", tf32=TF32_DEFAULT):
+    """fn, run with RNN_EXT_PERSISTENT_UNITS set to `units` (None: unset, the default U),
+    RNN_EXT_CUDA_PATH=path and torch.backends.cuda.matmul.allow_tf32 = tf32."""
     def call():
         if units is None:
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = str(units)
+        os.environ["RNN_EXT_CUDA_PATH"] = path
+        torch.backends.cuda.matmul.allow_tf32 = tf32
         return fn()
     return call
 
@@ -82,7 +88,6 @@ def main(argv=None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("no CUDA device")
         return 1
-    os.environ["RNN_EXT_CUDA_PATH"] = "persistent"
     units = [None] + [int(u) for u in args.units.split(",")]
     label = {u: "default" if u is None else f"N={u}" for u in units}
     where = "the CPU (a check of the script)"
@@ -99,15 +104,20 @@ def main(argv=None) -> int:
                 training = mode == "training"
                 base, ext = make_pair(cell, p, device)
                 inputs = make_inputs(cell, p, device, 3, training)
-                fns = {"torch.nn": step_fn(base, inputs, training)}
-                fns.update({label[u]: _with_units(u, step_fn(ext, inputs, training)) for u in units})
+                # name -> how the variant wraps a call: units per block, CUDA path, TF32
+                variants = {label[u]: dict(units=u) for u in units}
+                variants["GEMM path"] = dict(units=None, path="gemm")
+                if p.dtype == "float32":
+                    variants["TF32"] = dict(units=None, tf32=True)
+                fns = {"torch.nn": _with_units(None, step_fn(base, inputs, training))}
+                fns.update({name: _with_units(fn=step_fn(ext, inputs, training), **v) for name, v in variants.items()})
                 for fn in fns.values():  # warm-up
                     fn(), fn()
                 want = _with_units(None, lambda: _call(ext, inputs[0], training))()
                 checks = {}
-                for u in units:
-                    got, ran = _run_profiled(_with_units(u, lambda: _call(ext, inputs[0], training)), device)
-                    checks[label[u]] = (ran, max_rel_err(want, got))
+                for name, v in variants.items():
+                    got, ran = _run_profiled(_with_units(fn=lambda: _call(ext, inputs[0], training), **v), device)
+                    checks[name] = (ran, max_rel_err(want, got))
                 stats = measure_pair(fns, device, budget_s=args.budget, round_s=0.02, min_rounds=5, max_rounds=200)
                 base_ms = stats["torch.nn"].median * 1e3
                 for name, st in stats.items():
@@ -117,6 +127,8 @@ def main(argv=None) -> int:
                     lines.append(row)
                     print(row, flush=True)
     os.environ.pop(ENV, None)
+    os.environ.pop("RNN_EXT_CUDA_PATH", None)
+    torch.backends.cuda.matmul.allow_tf32 = TF32_DEFAULT
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")

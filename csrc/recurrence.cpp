@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <cstdlib>
 #include <string>
@@ -134,21 +135,52 @@ struct Kernels {
 //                faster (H200, 2026-12-04, README): any dtype at B <= 8, half
 //                types at B <= 32; the GEMM path above (at B=64, I=H=512 the
 //                float32 persistent forward took 5x the GEMM path's time).
+//                float32 with TF32 allowed (tf32_allowed) takes the half
+//                types' limit, but above B=8 only on the tensor cores
+//                (SequenceForward::tensor_cores_only); not yet measured,
+//                chosen by analogy with bfloat16.
 // The kernels serve unpacked float32/float16/bfloat16 without projection, and
 // fall back to the GEMM path where they do not fit or under graph capture.
 // Each direction and each backward chooses on its own (the workspace layout is
 // the same on both paths).
 constexpr int64_t kPersistentMaxBatch = 8, kPersistentMaxBatchHalf = 32;
 
-bool persistent_wanted(const Tensor& x, const Schedule& s) {
-  if (!x.is_cuda() || s.packed || s.T == 0 || s.B == 0 || x.scalar_type() == at::kDouble) return false;
+// RNN_EXT_CUDA_PATH: "gemm", "persistent" or "auto" (also when unset).
+std::string cuda_path() {
   const char* env = std::getenv("RNN_EXT_CUDA_PATH");
   const std::string path = env ? env : "";
-  if (path == "gemm") return false;
-  if (path == "persistent") return true;
-  TORCH_CHECK(path.empty() || path == "auto", "rnn_ext: RNN_EXT_CUDA_PATH must be gemm, persistent or auto, got '", path, "'");
+  TORCH_CHECK(path.empty() || path == "auto" || path == "gemm" || path == "persistent",
+              "rnn_ext: RNN_EXT_CUDA_PATH must be gemm, persistent or auto, got '", path, "'");
+  return path.empty() ? "auto" : path;
+}
+
+// Whether float32 products may run as TF32: torch's setting for CUDA matmuls
+// (torch.backends.cuda.matmul.fp32_precision / allow_tf32,
+// torch.set_float32_matmul_precision; off by default), which the GEMM path's
+// cuBLAS products follow too. cuDNN follows its own setting instead
+// (torch.backends.cudnn.allow_tf32, on by default).
+bool tf32_allowed(at::ScalarType dtype) {
+  if (dtype != at::kFloat || at::NoTF32Guard::should_disable_tf32()) return false;
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 12)
+  // What torch's cuBLAS calls read. allowTF32CuBLAS() throws when the setting
+  // was made through both the old and the new API; this does not.
+  return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
+         at::Float32Precision::TF32;
+#else
+  try {
+    return at::globalContext().allowTF32CuBLAS();
+  } catch (const c10::Error&) {  // settings made through both APIs: full float32
+    return false;
+  }
+#endif
+}
+
+bool persistent_wanted(const Tensor& x, const Schedule& s) {
+  if (!x.is_cuda() || s.packed || s.T == 0 || s.B == 0 || x.scalar_type() == at::kDouble) return false;
+  const std::string path = cuda_path();
+  if (path != "auto") return path == "persistent";
   const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
-  return s.B <= (half ? kPersistentMaxBatchHalf : kPersistentMaxBatch);
+  return s.B <= (half || tf32_allowed(x.scalar_type()) ? kPersistentMaxBatchHalf : kPersistentMaxBatch);
 }
 
 // The arguments every cell shares, with the dense copies of W_hh and h0 they
@@ -172,6 +204,9 @@ void set_sequence_fields(Args& args, SequenceCell cell, at::ScalarType dtype, co
   a.B = s.B;
   a.hidden = H;
   a.reverse = s.reverse;
+  a.tf32 = tf32_allowed(dtype);
+  // float32 above B=8 chosen by `auto` for TF32 (persistent_wanted): the tensor-core kernels or none
+  a.tensor_cores_only = a.tf32 && s.B > kPersistentMaxBatch && cuda_path() == "auto";
   a.w_hh = args.w_hh.data_ptr();
   a.h0 = args.h0.data_ptr();
   a.stream = stream;

@@ -57,9 +57,26 @@ def test_bench_keep_heap_is_recorded(tmp_path):
     assert "- heap: kept: glibc M_TRIM_THRESHOLD" in (tmp_path / "results.md").read_text()
 
 
+def test_bench_dtypes_filter(tmp_path):
+    """--dtypes keeps the grid's points of those dtypes; a filter that leaves none is an error
+    that says so (the smoke grid is float32 only)."""
+    base = [sys.executable, "-m", "bench", "--grid", "smoke", "--cells", "rnn", "--modes", "inference",
+            "--threads", "1"]
+    proc = subprocess.run(base + ["--out", str(tmp_path / "f32"), "--dtypes", "float32"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    with open(tmp_path / "f32" / "results.csv", newline="") as f:
+        assert [r["dtype"] for r in csv.DictReader(f)] == ["float32"]
+    proc = subprocess.run(base + ["--out", str(tmp_path / "none"), "--dtypes", "bfloat16"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "grid smoke has no point in bfloat16" in proc.stderr, proc.stderr
+    assert not (tmp_path / "none").exists()
+
+
 def test_units_sweep_smoke(tmp_path):
     """bench/units_sweep.py (a GPU tuning sweep) runs end to end on its CPU check point: a row per
-    (cell, mode, variant), positive times, and every variant's results equal to the default's."""
+    (cell, mode, variant; the point is float32, so TF32 is one), positive times, and every
+    variant's results equal to the default's."""
     out = tmp_path / "sweep.md"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.units_sweep", "--device", "cpu", "--tiny", "--units", "2,8",
@@ -69,7 +86,7 @@ def test_units_sweep_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
     rows = [[c.strip() for c in r] for r in rows if r[0].strip() != "cell"]
-    variants = ("torch.nn", "default", "N=2", "N=8")
+    variants = ("torch.nn", "default", "N=2", "N=8", "GEMM path", "TF32")
     assert sorted((r[0], r[1], r[4]) for r in rows) == sorted(
         (c, m, v) for c in ("lstm", "gru", "rnn") for m in ("inference", "training") for v in variants)
     for r in rows:

@@ -113,23 +113,30 @@ def ru(n, m):
     return -(-n // m) * m
 
 
+def mma_ld(K, elem):
+    """Elements between the rows of a tensor-core kernel's operands (MmaSmem.ld): K padded to
+    16, plus 16 bytes."""
+    return ru(K, 16) + 16 // elem
+
+
 def mma_fixed(rows, K, elem=2):
     """Bytes of a tensor-core kernel's product (persistent_common.cuh, MmaSmem.fixed()): A's
-    rows padded to 16 and kp + 8 apart, and the partial tiles of the K splits."""
+    rows padded to 16 and mma_ld apart, and the partial tiles of the K splits (K steps of 16;
+    TF32, elem 4: of 8)."""
     rows_p, kp = ru(rows, 16), ru(K, 16)
     m_tiles = rows_p // 16
-    splits = 1 if m_tiles >= 8 else min(8 // m_tiles, kp // 16)
-    return ru(rows_p * (kp + 8) * elem, 128) + ru(splits * m_tiles * 256 * 4, 128)
+    splits = 1 if m_tiles >= 8 else min(8 // m_tiles, kp // (8 if elem == 4 else 16))
+    return ru(rows_p * mma_ld(K, elem) * elem, 128) + ru(splits * m_tiles * 256 * 4, 128)
 
 
-def mma_staged(H, B, fixed, K):
-    """Rows a tensor-core kernel stages at a time on this GPU (16 per pass; rows kp + 8
+def mma_staged(H, B, fixed, K, elem=2):
+    """Rows a tensor-core kernel stages at a time on this GPU (16 per pass; rows mma_ld
     apart), or a reason to skip."""
     if torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("the tensor-core kernels need sm_80")
     p = torch.cuda.get_device_properties(0)
     U = units_per_block(H, p)
-    room = (p.shared_memory_per_block_optin - fixed(U)) // ((ru(K, 16) + 8) * 2) // 16 * 16
+    room = (p.shared_memory_per_block_optin - fixed(U)) // (mma_ld(K, elem) * elem) // 16 * 16
     return min(room, ru(B, 16)), U, p
 
 
@@ -159,10 +166,107 @@ def test_tensor_core_backward_staged_in_parts(monkeypatch):
     check_matches_nn(monkeypatch, "GRU", torch.bfloat16, (T, B, I, H), False)
 
 
-def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward=True, check_tensor_cores=True):
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("cell", CELLS)
+def test_tf32_persistent_matches_nn(monkeypatch, cell, shape, bidirectional):
+    """float32 with torch.backends.cuda.matmul.allow_tf32 on: the tensor-core kernels run
+    float32 as TF32 (sm_80+), within TF32's error of float64 torch.nn; with it off (every
+    other float32 test here) they do not run."""
+    check_matches_nn(monkeypatch, cell, torch.float32, shape, bidirectional, tf32=True)
+
+
+def test_tf32_batch_staged_in_parts(monkeypatch):
+    """The TF32 forward with h_(t-1) staged in parts: float32 LSTM, T=3, B=40, H=1024 (on
+    H100/H200 16 rows at a time; W_hh's share takes 128 KB a block). Its backward does not fit
+    on the tensor cores (W_hh^T's rows pad to 16) nor, with 8 gate-gradient rows, in the
+    scalar kernel: the GEMM path runs it."""
+    T, B, I, H = 3, 40, 8, 1024
+    staged, _, p = mma_staged(H, B, lambda U: mma_fixed(4 * U, H, 4), H, 4)
+    if not 16 <= staged < B:
+        pytest.skip(f"{p.name}: the TF32 forward stages {staged} rows at a time, not a part of the batch")
+    check_matches_nn(monkeypatch, "LSTM", torch.float32, (T, B, I, H), False, expect_backward=False, tf32=True)
+
+
+def test_tf32_above_batch_8_only_on_tensor_cores(monkeypatch):
+    """float32 with TF32 allowed at 8 < B <= 32: the default choice runs a persistent kernel
+    only on the tensor cores. GRU, T=3, B=16, H=768: on H100/H200 the TF32 backward does not
+    fit (W_hh^T's 6 rows pad to 16) while the scalar float32 one does; so the default runs the
+    backward on the GEMM path, and RNN_EXT_CUDA_PATH=persistent the scalar kernel."""
+    T, B, I, H = 3, 16, 8, 768
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("TF32 needs sm_80")
+    p = torch.cuda.get_device_properties(0)
+    U, G = units_per_block(H, p), 3 * H
+    scalar_room = (p.shared_memory_per_block_optin - 1024 - ru(U * G * 4, 16) - 2 * ru(B * U * 4, 16)) // (G * 4)
+    if tf32_backward_fits("GRU", B, H) or scalar_room < 16:
+        pytest.skip(f"{p.name}: not the case under test (the TF32 backward fits, or the scalar one does not)")
+    torch.manual_seed(0)
+    ext = rnn_ext.GRU(I, H).cuda()
+    x = torch.randn(T, B, I, device="cuda")
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        def train():
+            ext(x.clone().requires_grad_())[0].sum().backward()
+        monkeypatch.delenv("RNN_EXT_CUDA_PATH", raising=False)
+        check_ran(lambda: ext(x), "persistent_forward_mma_kernel")
+        check_ran(train, "persistent_backward", False)
+        monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+        check_ran(train, "persistent_backward_kernel")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def test_tf32_follows_float32_matmul_precision(monkeypatch):
+    """torch.set_float32_matmul_precision("high") allows TF32 as allow_tf32 does, "highest"
+    forbids it: the tensor-core forward runs with the first only, and its outputs differ from
+    the float32 ones by TF32's rounding, not more."""
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("TF32 needs sm_80")
+    torch.manual_seed(0)
+    ext = rnn_ext.GRU(16, 64).cuda()
+    x = torch.randn(5, 4, 16, device="cuda")
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        check_ran(lambda: ext(x), "persistent_forward_mma_kernel", False)
+        full = ext(x)[0]
+        torch.set_float32_matmul_precision("high")
+        check_ran(lambda: ext(x), "persistent_forward_mma_kernel", True)
+        reduced = ext(x)[0]
+    finally:
+        torch.set_float32_matmul_precision(old)
+    assert not torch.equal(full, reduced), "TF32 changed no bit"
+    assert (full - reduced).abs().max() <= 1e-2 * full.abs().max()
+
+
+def tf32_backward_fits(cell, B, H):
+    """Whether the TF32 tensor-core backward fits on this GPU at (B, H), by the launcher's
+    arithmetic with 1 KB to spare for the kernel's static shared memory: W_hh^T's U rows of
+    G = NG*H, the partial tiles, dL/dh and aux (B x U float each) and 16 gate-gradient rows."""
+    G = {"LSTM": 4, "GRU": 3}.get(cell, 1) * H
+    p = torch.cuda.get_device_properties(0)
+    U = units_per_block(H, p)
+    fixed = mma_fixed(U, G, 4) + 2 * ru(B * U * 4, 128)
+    return p.shared_memory_per_block_optin - 1024 - fixed >= 16 * mma_ld(G, 4) * 4
+
+
+def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward=True, check_tensor_cores=True,
+                     tf32=False):
     """Parity with float64 torch.nn on the persistent path; expect_backward: whether a
-    persistent backward kernel runs; check_tensor_cores: that half types on sm_80+ ran the
-    tensor-core kernels (both fit at the small shapes)."""
+    persistent backward kernel runs; check_tensor_cores: that half types on sm_80+ (and
+    float32 with tf32) ran the tensor-core kernels (both fit at the small shapes); tf32:
+    float32 with torch's TF32 setting for CUDA matmuls on (both paths then use TF32)."""
+    if tf32:
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward,
+                                    check_tensor_cores)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
     T, B, I, H = shape
     torch.manual_seed(0)
     ext, ref = make_pair(cell, I, H, 1, bidirectional, True, dtype=torch.float32)
@@ -183,15 +287,31 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     got = run(ext, *leaves("cuda", dtype))
     check_ran(lambda: ext(*leaves("cuda", dtype)))
-    if dtype != torch.float32 and torch.cuda.get_device_capability()[0] >= 8:  # tensor cores for half types
-        check_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel")
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    # tensor cores for half types, and for float32 where TF32 is allowed (and only there)
+    tensor_cores = (dtype != torch.float32 or tf32) and torch.cuda.get_device_capability()[0] >= 8
+    check_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel", tensor_cores)
     check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward", expect_backward)
-    if check_tensor_cores and expect_backward and dtype != torch.float32 and torch.cuda.get_device_capability()[0] >= 8:
-        check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_mma_kernel")
+    # (TF32 on a GPU with less shared memory a block than sm_80's, e.g. 99 KB on sm_86/89: the
+    # tensor-core backward may not fit and the scalar one run; not asserted there)
+    backward_fits = not tf32 or tf32_backward_fits(cell, B, H)
+    if check_tensor_cores and expect_backward and backward_fits:
+        check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_mma_kernel", tensor_cores)
     again = run(ext, *leaves("cuda", dtype))
     assert all(torch.equal(a, b) for a, b in zip(got, again)), "two runs differ"
     errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
-    if dtype == torch.float32:
+    if tf32:
+        # TF32 keeps 10 mantissa bits (unit roundoff 2^-11 = 4.9e-4). The GEMM path's cuBLAS
+        # may run small products without TF32, so its error is no floor here: the bound is
+        # the larger of twice its error and 1e-2 of the largest element (a wrong tile or a
+        # misplaced row is off by order 1). RNN_RELU's gradients: TF32 rounding moves some
+        # pre-activations across 0, where relu' jumps (emulated on the CPU at these shapes:
+        # up to 0.17 of a gradient's largest element), so 0.3 for those.
+        n_states = 3 if cell == "LSTM" else 2  # output and final states: continuous in the inputs
+        for i, (e, g) in enumerate(zip(errors, gemm_errors)):
+            floor = 0.3 if cell == "RNN_RELU" and i >= n_states else 1e-2
+            assert e <= max(2 * g, floor), (i, e, g)
+    elif dtype == torch.float32:
         assert max(errors) <= 1e-5, errors
     elif cell == "RNN_RELU":
         # relu' jumps at 0: in half precision a few pre-activations within rounding of 0
@@ -249,10 +369,19 @@ def test_forward_and_backward_on_different_paths(monkeypatch, cell):
 
 @pytest.mark.parametrize("dtype, batch, persistent", [
     (torch.float32, 1, True), (torch.float32, 8, True), (torch.float32, 9, False), (torch.float32, 64, False),
-    (torch.bfloat16, 32, True), (torch.bfloat16, 33, False), (torch.float16, 16, True)])
+    (torch.bfloat16, 32, True), (torch.bfloat16, 33, False), (torch.float16, 16, True),
+    ("tf32", 32, True), ("tf32", 33, False)])
 def test_default_path_by_batch(monkeypatch, dtype, batch, persistent):
     """Without RNN_EXT_CUDA_PATH (or with auto) the persistent kernels run at B <= 8, and at
-    B <= 32 for half types; the GEMM path above. Forward and backward choose alike."""
+    B <= 32 for half types and for float32 with TF32 allowed ("tf32"); the GEMM path above.
+    Forward and backward choose alike."""
+    if dtype == "tf32":
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            return test_default_path_by_batch(monkeypatch, torch.float32, batch, persistent)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
     torch.manual_seed(0)
     ext = rnn_ext.LSTM(16, 64).to("cuda", dtype)
     x = torch.randn(5, batch, 16, device="cuda", dtype=dtype)

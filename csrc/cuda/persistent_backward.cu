@@ -14,12 +14,14 @@
 //      (+ dh*z for GRU): the gate-gradient rows staged from L2 (storage type), warp
 //      u sums unit j0+u for 8 batch rows at a time, each lane a stride of the
 //      NG*H terms, combined by a fixed butterfly of shuffles (float16 /
-//      bfloat16 on sm_80+: 16 rows at a time on the tensor cores, below).
+//      bfloat16 on sm_80+, float32 as TF32 where allowed: 16 rows at a time
+//      on the tensor cores, below).
 // B only needs this block's own A results from the step before, so one grid
 // barrier per step. Sums and states in float32; the gate gradients are
 // stored in the storage type, as the GEMM path stores them (its weight and
-// input gradient products read them). float16 / bfloat16 on sm_80+ run
-// phase B on the tensor cores (persistent_backward_mma_kernel); no double.
+// input gradient products read them). float16 / bfloat16 on sm_80+ (and
+// float32 as TF32, where torch allows TF32 in CUDA matmuls) run phase B on the
+// tensor cores (persistent_backward_mma_kernel); no double.
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
 #include "common/cell_steps.h"
@@ -224,7 +226,7 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
   store_state<T, C>(s, dh_sm, aux_sm, U, units, j0, tid, nthreads);
 }
 
-// float16 / bfloat16 on sm_80+: the same, with phase B on the tensor cores
+// float16 / bfloat16 (float32 as TF32) on sm_80+: the same, with phase B on the tensor cores
 // (persistent_common.cuh): D (the block's U units, padded to 16, x 16 batch
 // rows) = W_hh^T's rows (U x G) x the pass's 16 gate-gradient rows, G split
 // over the 8 warps. Shared memory: MmaSmem (W_hh^T's rows, partial tiles),
@@ -289,9 +291,10 @@ struct BackwardLaunch {
     const int64_t G = gates_of(C) * s.hidden;
     PersistentDevice dev;
     if (!persistent_device(s.stream, &dev)) return false;
-    // float16 / bfloat16 on the tensor cores where they fit (and the device
-    // code comes from sm_80+ machine code or PTX).
-    if constexpr (!std::is_same<T, float>::value) {
+    // On the tensor cores where they fit (and the device code comes from
+    // sm_80+ machine code or PTX): float16 / bfloat16, and float32 as TF32
+    // where torch allows TF32 in matmuls (s.tf32).
+    if (!std::is_same<T, float>::value || s.tf32) {
       auto mma = &persistent_backward_mma_kernel<T, C>;
       const int64_t B = s.B;
       if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
@@ -300,10 +303,12 @@ struct BackwardLaunch {
               [&](int64_t U) {  // + dL/dh and aux, B x U float each
                 return MmaSmem(U, G, sizeof(T)).fixed() + 2 * round_up(B * U * static_cast<int64_t>(sizeof(float)), 128);
               },
-              (round_up(G, kTile) + 8) * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
+              MmaSmem(1, G, sizeof(T)).ld * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
               "sequence_backward_cuda"))
         return true;
     }
+    // (float32 above B=8 by the auto choice: as TF32 on the tensor cores, or the GEMM path)
+    if (s.tensor_cores_only) return declined("float32 above B=8 without the tensor-core kernel (auto choice)");
     return launch_persistent_kernel(
         &persistent_backward_kernel<T, C>, s, dev,
         [&](int64_t U) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },

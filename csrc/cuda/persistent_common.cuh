@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace rnn_ext {
 namespace {
@@ -108,29 +109,45 @@ __device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t 
 }
 
 // ------------------------------------------------------------ tensor cores
-// float16 / bfloat16 on sm_80 and newer: a block's product A (its rows) x B
-// (16 batch rows, as columns) on the tensor cores, WMMA 16 x 16 x 16 tiles
-// with float32 accumulation. The K range is split over the warps (`splits`
-// ranges of 16-wide steps, each summed by one warp); the partial tiles go to
-// shared memory and are added in split order (a fixed order: bitwise
+// On sm_80 and newer: a block's product A (its rows) x B (16 batch rows, as
+// columns) on the tensor cores with float32 accumulation: float16 / bfloat16 in
+// WMMA 16 x 16 x 16 tiles, float32 as TF32 in 16 x 16 x 8 tiles (each element
+// rounded to TF32 as its fragment is loaded; only where torch allows TF32 in
+// matmuls, SequenceForward::tf32). The K range is split over the warps
+// (`splits` ranges of K steps, each summed by one warp); the partial tiles go
+// to shared memory and are added in split order (a fixed order: bitwise
 // repeatable).
 namespace wmma = nvcuda::wmma;
-constexpr int64_t kTile = 16;      // WMMA tile edge, and batch rows per pass
+constexpr int64_t kTile = 16;      // WMMA tile edge (M and N), and batch rows per pass
 constexpr int64_t kMmaWarps = 8;   // warps per block
+
+// The WMMA input type and K step of a storage type.
+template <typename T>
+struct MmaInput {
+  using type = T;
+  static constexpr int64_t k = 16;
+};
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800  // mma.h declares precision::tf32 for sm_80+ only
+template <>
+struct MmaInput<float> {
+  using type = wmma::precision::tf32;
+  static constexpr int64_t k = 8;
+};
+#endif
 
 // The shared memory of a tensor-core kernel's product, each part 128-byte
 // aligned: A, the block's `rows` rows of K (storage type), zero-padded to
 // rows_p rows and kp columns; the partial tiles (splits x m_tiles x 16 x 16
 // float); after fixed(), the kernel's own parts and its staged B rows (16 per
-// pass, storage type, zero-padded). Rows of A and B are ld = kp + 8 elements
-// apart: with kp itself, rows 128 bytes apart or a multiple (K a multiple of
-// 64) put a fragment's 16 rows in the same banks; ld stays a multiple of 8
-// elements (WMMA's rule) and every 16-row tile 32-byte aligned.
+// pass, storage type, zero-padded). Rows of A and B are ld = kp + 16 bytes
+// apart: with kp itself, rows 128 bytes apart or a multiple put a fragment's
+// rows in the same banks; 16 bytes keeps ld a multiple of WMMA's 16-byte rule
+// and every 16-row tile 32-byte aligned. k_steps: K steps of kk (16, TF32 8).
 struct MmaSmem {
-  int64_t rows_p, kp, ld, m_tiles, k_steps, splits, w, part;
+  int64_t rows_p, kp, ld, kk, m_tiles, k_steps, splits, w, part;
   __host__ __device__ MmaSmem(int64_t rows, int64_t K, int64_t elem)
-      : rows_p(round_up(rows, kTile)), kp(round_up(K, kTile)), ld(kp + 8), m_tiles(rows_p / kTile),
-        k_steps(kp / kTile),
+      : rows_p(round_up(rows, kTile)), kp(round_up(K, kTile)), ld(kp + 16 / elem), kk(elem == 4 ? 8 : 16),
+        m_tiles(rows_p / kTile), k_steps(kp / kk),
         splits(m_tiles >= kMmaWarps ? 1 : (kMmaWarps / m_tiles < k_steps ? kMmaWarps / m_tiles : k_steps)),
         w(round_up(rows_p * ld * elem, 128)),
         part(round_up(splits * m_tiles * kTile * kTile * static_cast<int64_t>(sizeof(float)), 128)) {}
@@ -143,16 +160,24 @@ struct MmaSmem {
 template <typename T>
 __device__ __forceinline__ void mma_partials(const MmaSmem& L, const T* a, const T* b, float* part, int64_t warp,
                                              int64_t warps) {
+  using In = typename MmaInput<T>::type;
+  constexpr int64_t kK = MmaInput<T>::k;
   for (int64_t i = warp; i < L.m_tiles * L.splits; i += warps) {
     const int64_t m = i % L.m_tiles, split = i / L.m_tiles;
     const int64_t k_begin = split * L.k_steps / L.splits, k_end = (split + 1) * L.k_steps / L.splits;
-    wmma::fragment<wmma::accumulator, kTile, kTile, kTile, float> acc;
+    wmma::fragment<wmma::accumulator, kTile, kTile, kK, float> acc;
     wmma::fill_fragment(acc, 0.0f);
     for (int64_t ks = k_begin; ks < k_end; ++ks) {
-      wmma::fragment<wmma::matrix_a, kTile, kTile, kTile, T, wmma::row_major> fa;
-      wmma::fragment<wmma::matrix_b, kTile, kTile, kTile, T, wmma::col_major> fb;
-      wmma::load_matrix_sync(fa, a + m * kTile * L.ld + ks * kTile, static_cast<unsigned>(L.ld));
-      wmma::load_matrix_sync(fb, b + ks * kTile, static_cast<unsigned>(L.ld));
+      wmma::fragment<wmma::matrix_a, kTile, kTile, kK, In, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, kTile, kTile, kK, In, wmma::col_major> fb;
+      wmma::load_matrix_sync(fa, a + m * kTile * L.ld + ks * kK, static_cast<unsigned>(L.ld));
+      wmma::load_matrix_sync(fb, b + ks * kK, static_cast<unsigned>(L.ld));
+      if constexpr (std::is_same<T, float>::value) {  // round to nearest TF32, not truncate
+#pragma unroll
+        for (int64_t e = 0; e < fa.num_elements; ++e) fa.x[e] = wmma::__float_to_tf32(fa.x[e]);
+#pragma unroll
+        for (int64_t e = 0; e < fb.num_elements; ++e) fb.x[e] = wmma::__float_to_tf32(fb.x[e]);
+      }
       wmma::mma_sync(acc, fa, fb, acc);
     }
     wmma::store_matrix_sync(part + (split * L.m_tiles + m) * kTile * kTile, acc, kTile, wmma::mem_row_major);

@@ -16,7 +16,8 @@
 //
 // Accumulation and cell state in float32, whatever the storage type. float16
 // and bfloat16 on sm_80+ run a second kernel that does the products on the
-// tensor cores (below); no double (the GEMM path serves double).
+// tensor cores (below), and so does float32 as TF32 where torch allows TF32
+// in CUDA matmuls; no double (the GEMM path serves double).
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
 #include "common/cell_steps.h"
@@ -232,9 +233,10 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
 }
 
 // ------------------------------------------------------------ tensor cores
-// float16 / bfloat16 on sm_80 and newer: the same blocks, units and steps, but
-// the products W_hh[block rows] h_{t-1}^T run on the tensor cores (WMMA 16 x 16
-// x 16 tiles, float32 accumulation). Per pass of 16 batch rows, the 16-row
+// float16 / bfloat16 (and float32 as TF32, where allowed) on sm_80 and newer:
+// the same blocks, units and steps, but the products W_hh[block rows] h_{t-1}^T
+// run on the tensor cores (WMMA 16 x 16 x 16 tiles, TF32 16 x 16 x 8, float32
+// accumulation). Per pass of 16 batch rows, the 16-row
 // tiles of the block's NG*U gate rows (padded to 16) times the pass's 16
 // columns are split over the warps along K (`splits` ranges, each summed by
 // one warp); the partial tiles go to shared memory and are added in split
@@ -314,18 +316,21 @@ struct ForwardLaunch {
     const int64_t H = s.hidden;
     PersistentDevice dev;
     if (!persistent_device(s.stream, &dev)) return false;
-    // float16 / bfloat16 on the tensor cores where they fit.
-    if constexpr (!std::is_same<T, float>::value) {
+    // On the tensor cores where they fit: float16 / bfloat16, and float32 as
+    // TF32 where torch allows TF32 in matmuls (s.tf32).
+    if (!std::is_same<T, float>::value || s.tf32) {
       // (The code the device would run must come from sm_80+ machine code or
       // PTX: a build for an older target alone holds only the trap.)
       auto mma = &persistent_forward_mma_kernel<T, C>;
       if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
               mma, s, dev, [&](int64_t U) { return MmaSmem(gates_of(C) * U, H, sizeof(T)).fixed(); },
-              (round_up(H, kTile) + 8) * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
+              MmaSmem(1, H, sizeof(T)).ld * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
               "sequence_forward_cuda"))
         return true;
     }
+    // (float32 above B=8 by the auto choice: as TF32 on the tensor cores, or the GEMM path)
+    if (s.tensor_cores_only) return declined("float32 above B=8 without the tensor-core kernel (auto choice)");
     // W_hh's rows of the block's units; then h_{t-1} rows.
     return launch_persistent_kernel(
         &persistent_forward_kernel<T, C>, s, dev,
