@@ -231,8 +231,10 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
 // rows) = W_hh^T's rows (U x G) x the pass's 16 gate-gradient rows, G split
 // over the 8 warps. Shared memory: MmaSmem (W_hh^T's rows, partial tiles),
 // dL/dh and aux (B x U float each, 128-byte aligned), staged gate-gradient rows.
+// (launch bounds: one block a multiprocessor, as launched; with the thread count
+// alone ptxas held some of these kernels to 64 registers and spilled, sm_90)
 template <typename T, SequenceCell C>
-__global__ void __launch_bounds__(kMmaWarps * 32)
+__global__ void __launch_bounds__(kMmaWarps * 32, 1)
     persistent_backward_mma_kernel(SequenceBackward s, int64_t U, int64_t staged) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: the launcher asks for sm_80 code

@@ -243,8 +243,10 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
 // order (a fixed order: bitwise repeatable), then one thread per (unit, row)
 // applies the gate math.
 
+// (launch bounds: one block a multiprocessor, as launched; with the thread count
+// alone ptxas held some of these kernels to 64 registers and spilled, sm_90)
 template <typename T, SequenceCell C>
-__global__ void __launch_bounds__(kMmaWarps * 32)
+__global__ void __launch_bounds__(kMmaWarps * 32, 1)
     persistent_forward_mma_kernel(SequenceForward s, int64_t U, int64_t staged) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: the launcher asks for compute capability 8.0
