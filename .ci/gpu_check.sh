@@ -8,10 +8,11 @@
 #   2. the quick comparison with cuDNN on the default choice
 #   3. the whole gpu grid, inference and training, on the default choice, then its
 #      float32 points again with TF32 allowed for rnn_ext (--tf32; cuDNN uses TF32 by default)
-#   4. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
-#   5. the quick comparison on the GEMM path
-#   6. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
-#   7. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py)
+#   4. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
+#   5. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py)
+#   6. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
+#   7. the quick comparison on the GEMM path
+# (The GEMM path's kernels have changed least, so they come last.)
 # Logs and results go to a work folder; at the end they are packed into
 # $OUT/gpu-check.tgz with $OUT/summary.md beside it (OUT defaults to gpu-out/),
 # and the summary is printed last. Exit status: 1 if the build or a test stage
@@ -138,8 +139,6 @@ declines bench-default
 bench bench-default-grid 150 "gpu --budget 1" -u RNN_EXT_CUDA_PATH
 # Its float32 points with torch.backends.cuda.matmul.allow_tf32 on: rnn_ext's float32 products as TF32.
 bench bench-tf32 60 "gpu --budget 1 --dtypes float32 --tf32" -u RNN_EXT_CUDA_PATH
-tests tests-gemm 180 RNN_EXT_CUDA_PATH=gemm
-bench bench-gemm 60 gpu-quick RNN_EXT_CUDA_PATH=gemm
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     # The profiler is blind under the sanitizer (CUPTI is taken): the tests then cannot see
@@ -156,4 +155,6 @@ fi
 # Hidden units per block of the persistent kernels (RNN_EXT_PERSISTENT_UNITS), timed beside cuDNN.
 stage units-sweep 150 "$PY" -m bench.units_sweep --out "$WORK/units-sweep.md"
 [ -f "$WORK/units-sweep.md" ] && cat "$WORK/units-sweep.md" >>"$SUMMARY"
+tests tests-gemm 180 RNN_EXT_CUDA_PATH=gemm
+bench bench-gemm 60 gpu-quick RNN_EXT_CUDA_PATH=gemm
 finish
