@@ -9,7 +9,8 @@
 #   3. the whole gpu grid, inference and training, on the default choice, then its
 #      float32 points again with TF32 allowed for rnn_ext (--tf32; cuDNN uses TF32 by default)
 #   4. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
-#   5. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py)
+#   5. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py), and
+#      what a step's synchronisation costs on this GPU (bench/step_probe.cu)
 #   6. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
 #   7. the quick comparison on the GEMM path
 # (The GEMM path's kernels have changed least, so they come last.)
@@ -155,6 +156,9 @@ fi
 # Hidden units per block of the persistent kernels (RNN_EXT_PERSISTENT_UNITS), timed beside cuDNN.
 stage units-sweep 150 "$PY" -m bench.units_sweep --out "$WORK/units-sweep.md"
 [ -f "$WORK/units-sweep.md" ] && cat "$WORK/units-sweep.md" >>"$SUMMARY"
+# What a step's synchronisation costs on this GPU (grid.sync, a counter barrier, the h_t exchange, clusters).
+stage step-probe 45 "$PY" -m bench.step_probe --out "$WORK/step-probe.md"
+[ -f "$WORK/step-probe.md" ] && cat "$WORK/step-probe.md" >>"$SUMMARY"
 tests tests-gemm 180 RNN_EXT_CUDA_PATH=gemm
 bench bench-gemm 60 gpu-quick RNN_EXT_CUDA_PATH=gemm
 finish

@@ -136,3 +136,18 @@ def test_gemm_peak_takes_the_faster_library():
         assert fn is not None
         torch.testing.assert_close(fn(), a @ b)
     assert timing._onednn_mm(a.double(), b.double()) is None
+
+
+def test_step_probe_builds():
+    """bench/step_probe.cu (a GPU probe of the per-step synchronisation costs) compiles for sm_90
+    and sm_80 (its cluster probe is sm_90 code only); skipped without nvcc."""
+    sys.path.insert(0, str(REPO))
+    from bench import step_probe
+
+    if step_probe.find_nvcc() is None:
+        import pytest
+        pytest.skip("no nvcc")
+    for arch in ("90", "80"):
+        proc = subprocess.run([sys.executable, "-m", "bench.step_probe", "--compile-only", "--arch", arch],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and f"built for sm_{arch}" in proc.stdout, proc.stdout + proc.stderr
