@@ -242,6 +242,26 @@ def test_tf32_follows_float32_matmul_precision(monkeypatch):
     assert (full - reduced).abs().max() <= 1e-2 * full.abs().max()
 
 
+def check_tf32_errors(cell, got, want, gemm_errors):
+    """TF32 results (output, final states, then gradients; float64 tensors) against float64
+    torch.nn. TF32 keeps 10 mantissa bits (unit roundoff 2^-11 = 4.9e-4). The GEMM path's
+    cuBLAS may run small products without TF32, so its error (gemm_errors) is no floor: each
+    tensor within the larger of twice its error and 1e-2 of its largest element (a wrong tile
+    or a misplaced row is off by order 1). RNN_RELU's gradients: TF32 rounding moves some
+    pre-activations across 0, where relu' jumps, so a few elements are far off (in the CPU
+    emulation of tests/tf32_emulation.py up to 0.41 of the largest, on at most 6% of the
+    elements): at least 90% of them within 1e-2 of the largest, none off by more than it.
+    tests/test_tf32_emulation.py checks this rule against that emulation."""
+    errors = max_errors(got, want)
+    n_states = 3 if cell == "LSTM" else 2  # output and final states: continuous in the inputs
+    for i, (e, g) in enumerate(zip(errors, gemm_errors)):
+        if cell == "RNN_RELU" and i >= n_states:
+            off = ((got[i] - want[i]).abs() > 1e-2 * want[i].abs().max()).double().mean().item()
+            assert off <= 0.1 and e <= 1.0, (i, off, e)
+        else:
+            assert e <= max(2 * g, 1e-2), (i, e, g)
+
+
 def tf32_backward_fits(cell, B, H):
     """Whether the TF32 tensor-core backward fits on this GPU at (B, H), by the launcher's
     arithmetic with 1 KB to spare for the kernel's static shared memory: W_hh^T's U rows of
@@ -301,16 +321,7 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
     assert all(torch.equal(a, b) for a, b in zip(got, again)), "two runs differ"
     errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
     if tf32:
-        # TF32 keeps 10 mantissa bits (unit roundoff 2^-11 = 4.9e-4). The GEMM path's cuBLAS
-        # may run small products without TF32, so its error is no floor here: the bound is
-        # the larger of twice its error and 1e-2 of the largest element (a wrong tile or a
-        # misplaced row is off by order 1). RNN_RELU's gradients: TF32 rounding moves some
-        # pre-activations across 0, where relu' jumps (emulated on the CPU at these shapes:
-        # up to 0.17 of a gradient's largest element), so 0.3 for those.
-        n_states = 3 if cell == "LSTM" else 2  # output and final states: continuous in the inputs
-        for i, (e, g) in enumerate(zip(errors, gemm_errors)):
-            floor = 0.3 if cell == "RNN_RELU" and i >= n_states else 1e-2
-            assert e <= max(2 * g, floor), (i, e, g)
+        check_tf32_errors(cell, got, want, gemm_errors)
     elif dtype == torch.float32:
         assert max(errors) <= 1e-5, errors
     elif cell == "RNN_RELU":
