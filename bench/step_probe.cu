@@ -117,6 +117,7 @@ void launch_cooperative(Kernel kernel, int blocks, void** args) {
 }
 
 int main() {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // each row out as it is measured (a hang keeps them)
   int dev = 0, sms = 0, major = 0, minor = 0;
   CHECK(cudaGetDevice(&dev));
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -162,7 +163,12 @@ int main() {
     std::printf("| grid.sync + h | %d | %lld | %.3f |\n", sms, static_cast<long long>(bytes), us);
   }
 
-  if (major >= 9) {
+  // (the cluster kernel's body is sm_90 code: a build for an older target has it empty)
+  cudaFuncAttributes cluster_attrs{};
+  CHECK(cudaFuncGetAttributes(&cluster_attrs, cluster_sync_loop));
+  if (major >= 9 && cluster_attrs.ptxVersion < 90)
+    std::printf("| cluster.sync | - | 0 | (not built for sm_90: python -m bench.step_probe --arch 90) |\n");
+  if (major >= 9 && cluster_attrs.ptxVersion >= 90) {
     CHECK(cudaFuncSetAttribute(cluster_sync_loop, cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
     for (int size : {2, 4, 8, 16}) {
       cudaLaunchConfig_t config{};

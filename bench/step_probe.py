@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="also write the table here")
     ap.add_argument("--arch", help="compute capability to build for, e.g. 90 (default: this GPU's)")
     ap.add_argument("--compile-only", action="store_true", help="build, run nothing")
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds the probe may run (default 30)")
     args = ap.parse_args(argv)
     nvcc = find_nvcc()
     if nvcc is None:
@@ -65,13 +66,18 @@ def main(argv=None) -> int:
         if args.compile_only:
             print(f"step_probe: built for sm_{arch}")
             return 0
-        run = subprocess.run([str(exe)], capture_output=True, text=True)
-    sys.stdout.write(run.stdout)
-    sys.stderr.write(run.stderr)
-    if args.out and run.stdout:
+        try:
+            run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=args.timeout)
+            stdout, stderr, rc = run.stdout, run.stderr, run.returncode
+        except subprocess.TimeoutExpired as e:  # keep the rows it printed (a probe that hangs)
+            stdout = (e.stdout or b"").decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+            stderr, rc = f"step_probe: timed out after {args.timeout} s\n", 124
+    sys.stdout.write(stdout)
+    sys.stderr.write(stderr)
+    if args.out and stdout:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(run.stdout)
-    return run.returncode
+        args.out.write_text(stdout)
+    return rc
 
 
 if __name__ == "__main__":

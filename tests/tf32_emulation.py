@@ -28,11 +28,12 @@ class _Product(torch.autograd.Function):
         return mm(g, b.t()), mm(a.t(), g), None
 
 
-def run(cell, shape, seed, tf32, w_hh_fault=False):
+def run(cell, shape, seed, tf32, w_hh_fault=False, relu_mask=None):
     """Output, final states and the gradients of x, the initial states and the four
     parameters for a fixed random loss: float32 with TF32 products (tf32) or float64.
     w_hh_fault: the recurrent product uses W_hh with its rows rolled by one (a wrong tile, to
-    check that the tolerances catch one)."""
+    check that the tolerances catch one). relu_mask (RNN_RELU): relu replaced by this 0/1 mask
+    of the output (T, B, H), e.g. where another run's output is positive: its relu' then."""
     T, B, I, H = shape
     torch.manual_seed(seed)
     NG = {"LSTM": 4, "GRU": 3}.get(cell, 1)
@@ -61,7 +62,10 @@ def run(cell, shape, seed, tf32, w_hh_fault=False):
             h = n + z * (h - n)
         else:
             pre = xg[t] + hg + b_ih + b_hh
-            h = torch.tanh(pre) if cell == "RNN_TANH" else torch.relu(pre)
+            if cell == "RNN_TANH":
+                h = torch.tanh(pre)
+            else:
+                h = torch.relu(pre) if relu_mask is None else pre * relu_mask[t].to(pre.dtype)
         outs.append(h)
     states = [torch.stack(outs), h] + ([c] if cell == "LSTM" else [])
     gen = torch.Generator().manual_seed(2)
