@@ -5,6 +5,8 @@ torch.nn in float64; the profiler shows that both kernels ran; two runs agree bi
 forward on one path and its backward on the other agree with both on one path (the workspace
 layout is shared); shapes they do not serve fall back to the GEMM path. GPU only: every test
 here carries the cuda mark."""
+import contextlib
+
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -15,6 +17,17 @@ from test_cpu_paths import make_pair
 pytestmark = pytest.mark.cuda
 
 CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
+
+
+@contextlib.contextmanager
+def tf32_allowed():
+    """torch.backends.cuda.matmul.allow_tf32 on inside, restored after."""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
 # (T, B, I, H): the default least four units per block (one with RNN_EXT_PERSISTENT_UNITS=1,
 # test_units_per_block_knob_matches_nn) and a partial batch pass; four units per block,
 # three batch passes and a last block with fewer units (299 = 74 * 4 + 3);
@@ -204,26 +217,23 @@ def test_tf32_above_batch_8_only_on_tensor_cores(monkeypatch):
     torch.manual_seed(0)
     ext = rnn_ext.GRU(I, H).cuda()
     x = torch.randn(T, B, I, device="cuda")
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        def train():
-            ext(x.clone().requires_grad_())[0].sum().backward()
+    def train():
+        ext(x.clone().requires_grad_())[0].sum().backward()
+
+    with tf32_allowed():
         monkeypatch.delenv("RNN_EXT_CUDA_PATH", raising=False)
         check_ran(lambda: ext(x), "persistent_forward_mma_kernel")
         check_ran(train, "persistent_backward", False)
         monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
         check_ran(train, "persistent_backward_kernel")
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def test_tf32_above_batch_8_forward_only_on_tensor_cores(monkeypatch):
     """As the backward test above, for the forward: RNN_TANH, T=3, B=16, H=2048, float32 with
     TF32 allowed. On H100/H200 the TF32 forward does not fit (16 units' rows of 2052 floats
     and the partial tiles leave room for 11 staged rows, not 16) while the scalar one does (8
-    of 12): the default
-    runs the forward on the GEMM path, RNN_EXT_CUDA_PATH=persistent the scalar kernel."""
+    of 12): the default runs the forward on the GEMM path, RNN_EXT_CUDA_PATH=persistent the
+    scalar kernel."""
     T, B, I, H = 3, 16, 8, 2048
     if torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("TF32 needs sm_80")
@@ -236,15 +246,11 @@ def test_tf32_above_batch_8_forward_only_on_tensor_cores(monkeypatch):
     torch.manual_seed(0)
     ext = rnn_ext.RNN(I, H).cuda()
     x = torch.randn(T, B, I, device="cuda")
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
+    with tf32_allowed():
         monkeypatch.delenv("RNN_EXT_CUDA_PATH", raising=False)
         check_ran(lambda: ext(x), "persistent_forward", False)
         monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
         check_ran(lambda: ext(x), "persistent_forward_kernel")
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
 
 
 def test_tf32_follows_float32_matmul_precision(monkeypatch):
@@ -329,13 +335,9 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
     float32 with tf32) ran the tensor-core kernels (both fit at the small shapes); tf32:
     float32 with torch's TF32 setting for CUDA matmuls on (both paths then use TF32)."""
     if tf32:
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
+        with tf32_allowed():
             return check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward,
                                     check_tensor_cores)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = old
     T, B, I, H = shape
     torch.manual_seed(0)
     ext, ref = make_pair(cell, I, H, 1, bidirectional, True, dtype=torch.float32)
@@ -441,12 +443,8 @@ def test_default_path_by_batch(monkeypatch, dtype, batch, persistent):
     if dtype == "tf32":
         if torch.cuda.get_device_capability()[0] < 8:
             pytest.skip("TF32 needs sm_80 (below it float32 above B=8 stays on the GEMM path)")
-        old = torch.backends.cuda.matmul.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = True
-        try:
+        with tf32_allowed():
             return test_default_path_by_batch(monkeypatch, torch.float32, batch, persistent)
-        finally:
-            torch.backends.cuda.matmul.allow_tf32 = old
     torch.manual_seed(0)
     ext = rnn_ext.LSTM(16, 64).to("cuda", dtype)
     x = torch.randn(5, batch, 16, device="cuda", dtype=dtype)
