@@ -47,7 +47,7 @@ ENV = "RNN_EXT_PERSISTENT_UNITS"
 TF32_DEFAULT = torch.backends.cuda.matmul.allow_tf32
 
 
-def _with_units(units, fn, path="persistent", tf32=TF32_DEFAULT):
+def _with_settings(units, fn, path="persistent", tf32=TF32_DEFAULT):
     """fn, run with RNN_EXT_PERSISTENT_UNITS set to `units` (None: unset, the default U),
     RNN_EXT_CUDA_PATH=path and torch.backends.cuda.matmul.allow_tf32 = tf32."""
     def call():
@@ -109,14 +109,14 @@ def main(argv=None) -> int:
                 variants["GEMM path"] = dict(units=None, path="gemm")
                 if p.dtype == "float32":
                     variants["TF32"] = dict(units=None, tf32=True)
-                fns = {"torch.nn": _with_units(None, step_fn(base, inputs, training))}
-                fns.update({name: _with_units(fn=step_fn(ext, inputs, training), **v) for name, v in variants.items()})
+                fns = {"torch.nn": _with_settings(None, step_fn(base, inputs, training))}
+                fns.update({name: _with_settings(fn=step_fn(ext, inputs, training), **v) for name, v in variants.items()})
                 for fn in fns.values():  # warm-up
                     fn(), fn()
-                want = _with_units(None, lambda: _call(ext, inputs[0], training))()
+                want = _with_settings(None, lambda: _call(ext, inputs[0], training))()
                 checks = {}
                 for name, v in variants.items():
-                    got, ran = _run_profiled(_with_units(fn=lambda: _call(ext, inputs[0], training), **v), device)
+                    got, ran = _run_profiled(_with_settings(fn=lambda: _call(ext, inputs[0], training), **v), device)
                     checks[name] = (ran, max_rel_err(want, got))
                 stats = measure_pair(fns, device, budget_s=args.budget, round_s=0.02, min_rounds=5, max_rounds=200)
                 base_ms = stats["torch.nn"].median * 1e3

@@ -142,7 +142,9 @@ struct MmaInput<float> {
 // pass, storage type, zero-padded). Rows of A and B are ld = kp + 16 bytes
 // apart: with kp itself, rows 128 bytes apart or a multiple put a fragment's
 // rows in the same banks; 16 bytes keeps ld a multiple of WMMA's 16-byte rule
-// and every 16-row tile 32-byte aligned. k_steps: K steps of kk (16, TF32 8).
+// and every 16-row tile 32-byte aligned. k_steps: K steps of kk (16, TF32 8),
+// which must be MmaInput<T>::k, the step mma_partials takes (host code sees only
+// the element size).
 struct MmaSmem {
   int64_t rows_p, kp, ld, kk, m_tiles, k_steps, splits, w, part;
   __host__ __device__ MmaSmem(int64_t rows, int64_t K, int64_t elem)
