@@ -6,11 +6,12 @@
 #   1. the CUDA tests (pytest -k cuda; in parallel when pytest-xdist is there) on the
 #      default path choice (the persistent kernels at small batch, else the GEMM path)
 #   2. the quick comparison with cuDNN on the default choice
-#   3. the whole gpu grid, inference and training, on the default choice, then its
-#      float32 points again with TF32 allowed for rnn_ext (--tf32; cuDNN uses TF32 by default)
+#   3. the whole gpu grid, inference and training, on the default choice (float32 as TF32 on
+#      both sides, torch's default for cuDNN's RNNs, which rnn_ext follows)
 #   4. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
-#   5. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py), and
-#      what a step's synchronisation costs on this GPU (bench/step_probe.cu)
+#   5. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py),
+#      what a step's synchronisation costs on this GPU (bench/step_probe.cu), and the grid's
+#      float32 points in full float32 on both sides (--full-float32)
 #   6. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
 #   7. the quick comparison on the GEMM path
 # (The GEMM path's kernels have changed least, so they come last.)
@@ -138,8 +139,6 @@ bench bench-default 90 gpu-quick -u RNN_EXT_CUDA_PATH RNN_EXT_CUDA_PATH_LOG=1
 declines bench-default
 # The whole gpu grid (B = 1 to 256), inference and training, on the default path choice, 1 s a point.
 bench bench-default-grid 150 "gpu --budget 1" -u RNN_EXT_CUDA_PATH
-# Its float32 points with torch.backends.cuda.matmul.allow_tf32 on: rnn_ext's float32 products as TF32.
-bench bench-tf32 60 "gpu --budget 1 --dtypes float32 --tf32" -u RNN_EXT_CUDA_PATH
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     # The profiler is blind under the sanitizer (CUPTI is taken): the tests then cannot see
@@ -159,6 +158,8 @@ stage units-sweep 150 "$PY" -m bench.units_sweep --out "$WORK/units-sweep.md"
 # What a step's synchronisation costs on this GPU (grid.sync, a counter barrier, the h_t exchange, clusters).
 stage step-probe 45 "$PY" -m bench.step_probe --out "$WORK/step-probe.md"
 [ -f "$WORK/step-probe.md" ] && cat "$WORK/step-probe.md" >>"$SUMMARY"
+# The grid's float32 points with torch.backends.cudnn.allow_tf32 off: cuDNN and rnn_ext in full float32.
+bench bench-full-float32 60 "gpu --budget 1 --dtypes float32 --full-float32" -u RNN_EXT_CUDA_PATH
 tests tests-gemm 180 RNN_EXT_CUDA_PATH=gemm
 bench bench-gemm 60 gpu-quick RNN_EXT_CUDA_PATH=gemm
 finish

@@ -43,10 +43,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--budget", type=float, help="seconds of timing per grid point (default: the grid's)")
     ap.add_argument("--dtypes", type=_list(("float32", "bfloat16", "float16", "float64")),
                     help="comma-separated subset of the grid's dtypes, e.g. float32 (default: all of them)")
-    ap.add_argument("--tf32", action="store_true",
-                    help="torch.backends.cuda.matmul.allow_tf32 = True: rnn_ext's float32 CUDA products then use "
-                         "TF32, as cuDNN's do under torch's default torch.backends.cudnn.allow_tf32 (default: "
-                         "torch's default, off, so float32 rnn_ext runs full float32 against cuDNN's TF32)")
+    ap.add_argument("--full-float32", action="store_true",
+                    help="torch.backends.cudnn.allow_tf32 = False: cuDNN and rnn_ext (which follows nn.LSTM's "
+                         "setting) both run float32 in full precision (default: torch's default, both as TF32 "
+                         "on sm_80+)")
     ap.add_argument("--keep-heap", action="store_true",
                     help="glibc: keep freed memory in the heap for both sides (no trimming; blocks up to 32 MB "
                          "from the heap), so that page faults of fresh memory drop out of the comparison "
@@ -65,8 +65,8 @@ def main(argv=None) -> int:
             print(f"bench: grid {grid.name} has no point in {','.join(args.dtypes)}", file=sys.stderr)
             return 2
         grid = dataclasses.replace(grid, points=points)
-    if args.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
+    if args.full_float32:
+        torch.backends.cudnn.allow_tf32 = False
     device = args.device or grid.device
     cells = args.cells or list(grid.cells)
     out = args.out or RESULTS / f"{grid.name}-{device}"

@@ -10,8 +10,11 @@ alternating in one process, and prints a markdown table: per-call median ms, spe
 torch.nn, whether a persistent kernel ran (else the GEMM path did), and the largest difference
 from the default U's results (output, and in training every gradient), relative to the largest
 value. Two more variants give the default path choice its crossovers: "GEMM path"
-(RNN_EXT_CUDA_PATH=gemm) and, at float32 points, "TF32" (the default U with
-torch.backends.cuda.matmul.allow_tf32 on: the tensor-core kernels in TF32).
+(RNN_EXT_CUDA_PATH=gemm) and, at float32 points, "TF32" (the default U with TF32 allowed: the
+tensor-core kernels in TF32). torch.nn and the GEMM path run under torch's TF32 setting for
+cuDNN's RNNs (torch.backends.cudnn.allow_tf32, which rnn_ext follows: on by default); the
+units-per-block variants at float32 points with it off, so on the scalar kernels in full
+float32 as the default choice runs them at B <= 8.
 
     python -m bench.units_sweep [--units 1,2,8,16,32] [--points 1000x1x256x256xfloat32,...]
                                 [--budget 0.5] [--out FILE]
@@ -44,19 +47,19 @@ def parse_point(text):
     return Point(int(T), int(B), int(I), int(H), dtype)
 TINY = (Point(6, 2, 5, 7, "float32"),)
 ENV = "RNN_EXT_PERSISTENT_UNITS"
-TF32_DEFAULT = torch.backends.cuda.matmul.allow_tf32
+TF32_DEFAULT = torch.backends.cudnn.allow_tf32
 
 
 def _with_settings(units, fn, path="persistent", tf32=TF32_DEFAULT):
     """fn, run with RNN_EXT_PERSISTENT_UNITS set to `units` (None: unset, the default U),
-    RNN_EXT_CUDA_PATH=path and torch.backends.cuda.matmul.allow_tf32 = tf32."""
+    RNN_EXT_CUDA_PATH=path and torch.backends.cudnn.allow_tf32 = tf32."""
     def call():
         if units is None:
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = str(units)
         os.environ["RNN_EXT_CUDA_PATH"] = path
-        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
         return fn()
     return call
 
@@ -105,7 +108,9 @@ def main(argv=None) -> int:
                 base, ext = make_pair(cell, p, device)
                 inputs = make_inputs(cell, p, device, 3, training)
                 # name -> how the variant wraps a call: units per block, CUDA path, TF32
-                variants = {label[u]: dict(units=u) for u in units}
+                # at float32 points the U variants with TF32 off: the scalar kernels, full float32
+                u_tf32 = False if p.dtype == "float32" else TF32_DEFAULT
+                variants = {label[u]: dict(units=u, tf32=u_tf32) for u in units}
                 variants["GEMM path"] = dict(units=None, path="gemm")
                 if p.dtype == "float32":
                     variants["TF32"] = dict(units=None, tf32=True)
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
                 fns.update({name: _with_settings(fn=step_fn(ext, inputs, training), **v) for name, v in variants.items()})
                 for fn in fns.values():  # warm-up
                     fn(), fn()
-                want = _with_settings(None, lambda: _call(ext, inputs[0], training))()
+                want = _with_settings(fn=lambda: _call(ext, inputs[0], training), **variants["default"])()
                 checks = {}
                 for name, v in variants.items():
                     got, ran = _run_profiled(_with_settings(fn=lambda: _call(ext, inputs[0], training), **v), device)
@@ -128,7 +133,7 @@ def main(argv=None) -> int:
                     print(row, flush=True)
     os.environ.pop(ENV, None)
     os.environ.pop("RNN_EXT_CUDA_PATH", None)
-    torch.backends.cuda.matmul.allow_tf32 = TF32_DEFAULT
+    torch.backends.cudnn.allow_tf32 = TF32_DEFAULT
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")

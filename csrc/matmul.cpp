@@ -1,6 +1,7 @@
 // float32 on the CPU goes through oneDNN's matmul (torch's own
 // mkldnn::_linear_pointwise op, called through the dispatcher so that no
-// oneDNN header or symbol is needed here); everything else through at::mm.
+// oneDNN header or symbol is needed here); float32 on CUDA through cuBLAS with
+// rnn_ext's TF32 choice (float32_as_tf32); everything else through at::mm.
 // Why: torch's CPU float32 GEMM is MKL's sgemm, which on AMD CPUs runs at
 // about half of what oneDNN reaches on the same cores (AMD EPYC Zen 5, 2
 // threads, (3200 x 2048) @ (2048 x 1024): 190 vs 414 GFLOP/s), and oneDNN is
@@ -8,9 +9,11 @@
 #include "matmul.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
 #include <ATen/Parallel.h>
+#include <torch/version.h>
 
 #include "cpu/fused_cpu.h"
 
@@ -48,9 +51,48 @@ bool blas_forced() {
   return env && std::string(env) == "blas";
 }
 
+bool cuda_float32(const at::Tensor& t) { return t.is_cuda() && t.scalar_type() == at::kFloat; }
+
 }  // namespace
 
+bool float32_as_tf32() {
+  if (at::NoTF32Guard::should_disable_tf32()) return false;
+  auto& ctx = at::globalContext();
+  // nn.LSTM runs on cuDNN where cuDNN is present and enabled (torch.backends.cudnn.is_acceptable)
+  const bool cudnn = ctx.userEnabledCuDNN() && at::Context::hasCuDNN();
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 12)
+  // what cuDNN's RNN descriptor and torch's cuBLAS calls read; neither throws
+  if (cudnn) return ctx.allowTF32CuDNN(at::Float32Op::RNN);
+  return ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) == at::Float32Precision::TF32;
+#else
+  try {  // these throw where the setting was made through both the old and the new API
+    return cudnn ? ctx.allowTF32CuDNN() : ctx.allowTF32CuBLAS();
+  } catch (const c10::Error&) {  // then full float32
+    return false;
+  }
+#endif
+}
+
+void mm_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
+#ifdef RNN_EXT_WITH_CUDA
+  if (cuda_float32(out)) return cuda_mm_float32(out, a, b, accumulate, float32_as_tf32());
+#endif
+  at::Tensor o = out;  // at::mm_out takes a non-const reference
+  if (accumulate)
+    o.addmm_(a, b);
+  else
+    at::mm_out(o, a, b);
+}
+
+at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
+  if (!cuda_float32(a)) return at::mm(a, b);
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  mm_into(out, a, b);
+  return out;
+}
+
 at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt) {
+  if (cuda_float32(a)) return product(a, bt.t());
   const c10::OperatorHandle* op = onednn_linear();
   // oneDNN gets only non-empty products (at::mm returns zeros for K == 0).
   if (!op || blas_forced() || !a.is_cpu() || a.scalar_type() != at::kFloat || bt.scalar_type() != at::kFloat ||

@@ -1,15 +1,36 @@
-// The large products of the recurrence driver (X W_ih^T for all steps, dX):
-// a @ b^T with bt given as (N, K). Device-agnostic; see matmul.cpp. (The CPU
-// weight gradients have their own kernel: fused::weight_grad.)
+// The products of the recurrence driver: X W_ih^T for all steps, the per-step
+// h_{t-1} W_hh^T, dX, and (off the CPU) the weight gradients. Device-agnostic;
+// see matmul.cpp. (The CPU weight gradients have their own kernel:
+// fused::weight_grad.)
 #pragma once
 #include <ATen/core/Tensor.h>
 
 namespace rnn_ext {
+
+// Whether float32 may run as TF32 on CUDA, as it does in nn.LSTM: by cuDNN's
+// RNN setting (torch.backends.cudnn.allow_tf32 or
+// torch.backends.cudnn.rnn.fp32_precision; on by default) where nn.LSTM would
+// use cuDNN, by torch's matmul setting (off by default) where it would not
+// (torch.backends.cudnn.enabled = False); never under at::NoTF32Guard.
+bool float32_as_tf32();
+
+// out = a @ b (+= with accumulate): a (M, K), b (K, N), out (M, N) with dense
+// rows, any of them a view. float32 on CUDA through cuBLAS with
+// float32_as_tf32's choice; everything else through at::mm_out / addmm_.
+void mm_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate = false);
+
+// a (M, K) @ b (K, N) -> (M, N), contiguous; float32 on CUDA as mm_into.
+at::Tensor product(const at::Tensor& a, const at::Tensor& b);
 
 // a (M, K) @ bt (N, K)^T -> (M, N), contiguous.
 at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt);
 
 // a (M, K) @ b (K, N) -> (M, N), contiguous.
 inline at::Tensor matmul_nn(const at::Tensor& a, const at::Tensor& b) { return matmul_nt(a, b.t()); }
+
+#ifdef RNN_EXT_WITH_CUDA
+// mm_into for float32 CUDA tensors, TF32 or not as told (csrc/cuda/cublas_float32.cpp).
+void cuda_mm_float32(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate, bool tf32);
+#endif
 
 }  // namespace rnn_ext

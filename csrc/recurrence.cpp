@@ -135,10 +135,12 @@ struct Kernels {
 //                faster (H200, 2026-12-04, README): any dtype at B <= 8, half
 //                types at B <= 32; the GEMM path above (at B=64, I=H=512 the
 //                float32 persistent forward took 5x the GEMM path's time).
-//                float32 with TF32 allowed (tf32_allowed) takes the half
-//                types' limit, but above B=8 only on the tensor cores
-//                (SequenceForward::tensor_cores_only); not yet measured,
-//                chosen by analogy with bfloat16.
+//                float32 with TF32 allowed (tf32_allowed: as in nn.LSTM,
+//                so by default where cuDNN is enabled) takes the half types'
+//                limit, but above B=8 only on the tensor cores as TF32
+//                (SequenceForward::tensor_cores_only; not yet measured,
+//                chosen by analogy with bfloat16); at B <= 8 it keeps the
+//                scalar kernel in full float32, as measured.
 // The kernels serve unpacked float32/float16/bfloat16 without projection, and
 // fall back to the GEMM path where they do not fit or under graph capture.
 // Each direction and each backward chooses on its own (the workspace layout is
@@ -154,26 +156,8 @@ std::string cuda_path() {
   return path.empty() ? "auto" : path;
 }
 
-// Whether float32 products may run as TF32: torch's setting for CUDA matmuls
-// (torch.backends.cuda.matmul.fp32_precision / allow_tf32,
-// torch.set_float32_matmul_precision; off by default), which the GEMM path's
-// cuBLAS products follow too. cuDNN follows its own setting instead
-// (torch.backends.cudnn.allow_tf32, on by default).
-bool tf32_allowed(at::ScalarType dtype) {
-  if (dtype != at::kFloat || at::NoTF32Guard::should_disable_tf32()) return false;
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 12)
-  // What torch's cuBLAS calls read. allowTF32CuBLAS() throws when the setting
-  // was made through both the old and the new API; this does not.
-  return at::globalContext().float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) ==
-         at::Float32Precision::TF32;
-#else
-  try {
-    return at::globalContext().allowTF32CuBLAS();
-  } catch (const c10::Error&) {  // settings made through both APIs: full float32
-    return false;
-  }
-#endif
-}
+// float32 as TF32 (matmul.h's float32_as_tf32, nn.LSTM's rule) for the persistent kernels.
+bool tf32_allowed(at::ScalarType dtype) { return dtype == at::kFloat && float32_as_tf32(); }
 
 bool persistent_wanted(const Tensor& x, const Schedule& s) {
   if (!x.is_cuda() || s.packed || s.T == 0 || s.B == 0 || x.scalar_type() == at::kDouble) return false;
@@ -204,9 +188,11 @@ void set_sequence_fields(Args& args, SequenceCell cell, at::ScalarType dtype, co
   a.B = s.B;
   a.hidden = H;
   a.reverse = s.reverse;
-  a.tf32 = tf32_allowed(dtype);
-  // float32 above B=8 chosen by `auto` for TF32 (persistent_wanted): the tensor-core kernels or none
-  a.tensor_cores_only = a.tf32 && s.B > kPersistentMaxBatch && cuda_path() == "auto";
+  // `auto` at B <= 8 keeps float32 on the scalar kernel, full float32, as measured (README);
+  // above B=8 it chose the persistent path for TF32 (persistent_wanted): the tensor-core kernels or none
+  const bool auto_path = cuda_path() == "auto";
+  a.tf32 = tf32_allowed(dtype) && !(auto_path && s.B <= kPersistentMaxBatch);
+  a.tensor_cores_only = a.tf32 && auto_path;
   a.w_hh = args.w_hh.data_ptr();
   a.h0 = args.h0.data_ptr();
   a.stream = stream;
@@ -322,10 +308,8 @@ void step_mm(Tensor& out, const Tensor& a, const StepMatrix& m, bool accumulate 
   if (m.b_dense.defined() && rows <= kSmallRows && a.is_contiguous() && out.is_contiguous()) {
     small_mm_cpu(to_dtype(a.scalar_type()), a.data_ptr(), m.b_dense.data_ptr(), out.data_ptr(), rows, a.size(1),
                  m.b_dense.size(1), accumulate);
-  } else if (accumulate) {
-    out.addmm_(a, m.b);
   } else {
-    at::mm_out(out, a, m.b);
+    mm_into(out, a, m.b, accumulate);
   }
 }
 
@@ -492,7 +476,7 @@ WeightGrads weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor&
   Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
   xh.narrow(1, 0, I).copy_(x2d);
   previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
-  const Tensor dw = at::mm(d_gates.t(), xh);
+  const Tensor dw = product(d_gates.t(), xh);
   return {dw.narrow(1, 0, I).contiguous(), dw.narrow(1, I, Hout).contiguous(), bias_grad(d_gates, dtype)};
 }
 
@@ -796,7 +780,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dw_hr = at::empty({0}, input.options());
   if (proj) {
     Tensor h_pre = (ws.narrow(1, 3 * H, H) * at::tanh(ws_c)).to(dtype);
-    dw_hr = at::mm(d_y.t(), h_pre);
+    dw_hr = product(d_y.t(), h_pre);
   }
   return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
@@ -970,8 +954,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     dw_hh = g_hh.ih;
     db_hh = g_hh.bias;
   } else {
-    dw_ih = at::mm(dg_ih.t(), x2d);
-    dw_hh = at::mm(dg_hh.t(), h_prev);
+    dw_ih = product(dg_ih.t(), x2d);
+    dw_hh = product(dg_hh.t(), h_prev);
     db_ih = bias_grad(dg_ih, dtype);
     db_hh = bias_grad(dg_hh, dtype);
   }

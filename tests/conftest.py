@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import rnn_ext  # noqa: F401  (registers torch.ops.rnn_ext)
+from cudnn_settings import cudnn_flags
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
 
@@ -30,10 +31,20 @@ def _seed():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _full_float32():
+    """nn.LSTM's cuDNN runs float32 as TF32 by default on sm_80+, and rnn_ext's CUDA kernels
+    follow the same setting (csrc/matmul.h, float32_as_tf32): the tests compare float32 at full
+    precision, so that setting is off unless a test turns it on (test_cuda_persistent's
+    tf32_allowed). No effect on the CPU."""
+    with cudnn_flags(allow_tf32=False):
+        yield
+
+
 @pytest.fixture
 def nn_without_cudnn():
     """Run torch.nn's CUDA reference on its native (non-cuDNN) path: cuDNN uses
     TF32 by default and refuses backward in eval mode, so it is not an exact
     oracle. Files that compare against cuDNN itself (test_dtypes) don't use this."""
-    with torch.backends.cudnn.flags(enabled=False):
+    with cudnn_flags(enabled=False):
         yield

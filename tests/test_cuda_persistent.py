@@ -12,6 +12,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnn_ext
+from cudnn_settings import cudnn_flags
 from test_cpu_paths import make_pair
 
 pytestmark = pytest.mark.cuda
@@ -21,13 +22,18 @@ CELLS = ["LSTM", "GRU", "RNN_TANH", "RNN_RELU"]
 
 @contextlib.contextmanager
 def tf32_allowed():
-    """torch.backends.cuda.matmul.allow_tf32 on inside, restored after."""
-    old = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
+    """torch.backends.cudnn.allow_tf32 on inside (torch's default, which tests/conftest.py turns
+    off for every test), restored after: nn.LSTM's cuDNN and rnn_ext then run float32 as TF32."""
+    with cudnn_flags(allow_tf32=True):
         yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def tf32_in_effect():
+    """rnn_ext's rule (csrc/matmul.h, float32_as_tf32), as nn.LSTM's: cuDNN's setting where
+    nn.LSTM would run on cuDNN, else torch's matmul setting."""
+    if torch.backends.cudnn.enabled and torch.backends.cudnn.is_available():
+        return torch.backends.cudnn.allow_tf32
+    return torch.backends.cuda.matmul.allow_tf32
 # (T, B, I, H): the default least four units per block (one with RNN_EXT_PERSISTENT_UNITS=1,
 # test_units_per_block_knob_matches_nn) and a partial batch pass; four units per block,
 # three batch passes and a last block with fewer units (299 = 74 * 4 + 3);
@@ -183,9 +189,9 @@ def test_tensor_core_backward_staged_in_parts(monkeypatch):
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("cell", CELLS)
 def test_tf32_persistent_matches_nn(monkeypatch, cell, shape, bidirectional):
-    """float32 with torch.backends.cuda.matmul.allow_tf32 on: the tensor-core kernels run
-    float32 as TF32 (sm_80+), within TF32's error of float64 torch.nn; with it off (every
-    other float32 test here) they do not run."""
+    """float32 with TF32 allowed (tf32_allowed): the tensor-core kernels run float32 as TF32
+    (sm_80+), within TF32's error of float64 torch.nn; with it off (every other float32 test
+    here) they do not run."""
     check_matches_nn(monkeypatch, cell, torch.float32, shape, bidirectional, tf32=True)
 
 
@@ -253,28 +259,49 @@ def test_tf32_above_batch_8_forward_only_on_tensor_cores(monkeypatch):
         check_ran(lambda: ext(x), "persistent_forward_kernel")
 
 
-def test_tf32_follows_float32_matmul_precision(monkeypatch):
-    """torch.set_float32_matmul_precision("high") allows TF32 as allow_tf32 does, "highest"
-    forbids it: the tensor-core forward runs with the first only, and its outputs differ from
-    the float32 ones by TF32's rounding, not more."""
+def test_tf32_follows_nn_lstms_setting(monkeypatch):
+    """float32 runs as TF32 exactly where nn.LSTM's would: by cuDNN's RNN setting
+    (torch.backends.cudnn.allow_tf32 here; rnn_ext reads it as cuDNN's RNN code does, so
+    torch.backends.cudnn.rnn.fp32_precision too) while cuDNN is enabled, whatever torch's
+    matmul setting says; by the matmul setting
+    (torch.set_float32_matmul_precision) with cuDNN disabled. Seen on both paths: the
+    tensor-core forward runs on the persistent path, and the GEMM path's cuBLAS products (called
+    by rnn_ext with its own math mode) change bits, within TF32's error of full float32."""
     if torch.cuda.get_device_capability()[0] < 8:
         pytest.skip("TF32 needs sm_80")
     torch.manual_seed(0)
-    ext = rnn_ext.GRU(16, 64).cuda()
-    x = torch.randn(5, 4, 16, device="cuda")
-    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
-    old = torch.get_float32_matmul_precision()
+    ext = rnn_ext.GRU(256, 256).cuda()
+    x = torch.randn(5, 4, 256, device="cuda")
+    big_x = torch.randn(5, 40, 256, device="cuda")  # B=40: the GEMM path by default
+
+    def tf32_seen():
+        monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+        mma = persistent_ran(lambda: ext(x), "persistent_forward_mma_kernel")
+        monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
+        out = ext(big_x)[0]
+        err = (out - full).abs().max().item() / full.abs().max().item()
+        assert err <= 1e-2, err
+        gemm = not torch.equal(out, full)
+        assert mma is None or mma == gemm, (mma, gemm)
+        return gemm
+
+    old_matmul = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("highest")
-        check_ran(lambda: ext(x), "persistent_forward_mma_kernel", False)
-        full = ext(x)[0]
+        monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
+        full = ext(big_x)[0]  # cuDNN's TF32 off (tests/conftest.py), matmul's off
+        assert not tf32_seen()
         torch.set_float32_matmul_precision("high")
-        check_ran(lambda: ext(x), "persistent_forward_mma_kernel", True)
-        reduced = ext(x)[0]
+        assert not tf32_seen(), "followed the matmul setting while cuDNN is enabled"
+        torch.set_float32_matmul_precision("highest")
+        with tf32_allowed():
+            assert tf32_seen(), "did not follow torch.backends.cudnn.allow_tf32"
+        with cudnn_flags(enabled=False, allow_tf32=True):
+            assert not tf32_seen(), "followed cuDNN's setting while cuDNN is disabled"
+            torch.set_float32_matmul_precision("high")
+            assert tf32_seen(), "did not follow the matmul setting while cuDNN is disabled"
     finally:
-        torch.set_float32_matmul_precision(old)
-    assert not torch.equal(full, reduced), "TF32 changed no bit"
-    assert (full - reduced).abs().max() <= 1e-2 * full.abs().max()
+        torch.set_float32_matmul_precision(old_matmul)
 
 
 def check_tf32_errors(cell, got, want, gemm_errors):
@@ -358,7 +385,7 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     got = run(ext, *leaves("cuda", dtype))
     check_ran(lambda: ext(*leaves("cuda", dtype)))
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    tf32 = dtype == torch.float32 and tf32_in_effect()
     # tensor cores for half types, and for float32 where TF32 is allowed (and only there)
     tensor_cores = (dtype != torch.float32 or tf32) and torch.cuda.get_device_capability()[0] >= 8
     check_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel", tensor_cores)
@@ -430,6 +457,24 @@ def test_forward_and_backward_on_different_paths(monkeypatch, cell):
     for paths in (("persistent", "gemm"), ("gemm", "persistent"), ("persistent", "persistent")):
         errors = max_errors(grads(*paths), both_gemm)
         assert max(errors) <= 1e-5, (paths, errors)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_tf32_at_batch_8_or_below_keeps_the_scalar_kernel(monkeypatch, batch):
+    """With TF32 allowed (torch's default) the default choice keeps float32 at B <= 8 on the
+    scalar persistent kernels in full float32, as measured (README); RNN_EXT_CUDA_PATH=persistent
+    takes the tensor cores there (test_tf32_persistent_matches_nn)."""
+    if torch.cuda.get_device_capability()[0] < 8:
+        pytest.skip("TF32 needs sm_80")
+    torch.manual_seed(0)
+    ext = rnn_ext.LSTM(16, 64).cuda()
+    x = torch.randn(5, batch, 16, device="cuda")
+    monkeypatch.delenv("RNN_EXT_CUDA_PATH", raising=False)
+    with tf32_allowed():
+        check_ran(lambda: ext(x), "persistent_forward_kernel")
+        check_ran(lambda: ext(x), "persistent_forward_mma_kernel", False)
+        got = ext(x)[0]
+    assert torch.equal(got, ext(x)[0]), "TF32 changed the B <= 8 results"
 
 
 @pytest.mark.parametrize("dtype, batch, persistent", [
