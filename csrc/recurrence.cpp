@@ -141,7 +141,8 @@ struct Kernels {
 //                (SequenceForward::tensor_cores_only; not yet measured,
 //                chosen by analogy with bfloat16); at B <= 8 it keeps the
 //                scalar kernel in full float32, as measured.
-// The kernels serve unpacked float32/float16/bfloat16 without projection, and
+// The kernels serve unpacked float32/float16/bfloat16 (LSTM projection folded
+// into W_hh: lstm_projection_folded_forward), and
 // fall back to the GEMM path where they do not fit or under graph capture.
 // Each direction and each backward chooses on its own (the workspace layout is
 // the same on both paths).
@@ -231,13 +232,13 @@ SequenceBackwardArgs sequence_backward_args(SequenceCell cell, const Schedule& s
   a.grad_gates = d_gates.data_ptr();
   return args;
 }
+#endif
 
 // h_n of an unpacked sequence: the rows of the time index processed last.
 Tensor last_rows(const Schedule& s, const Tensor& y) {
   const int64_t last = s.reverse ? 0 : s.T - 1;
   return y.narrow(0, last * s.B, s.B).clone();
 }
-#endif
 
 Kernels kernels_for(const Tensor& x) {
   if (x.is_cpu()) {
@@ -350,15 +351,23 @@ Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows
 
 
 // ------------------------------------------------------------ fused CPU path
-// float32/float64 on the CPU without projection run the whole sequence in one
-// fused kernel (csrc/cpu/fused_cpu.h). RNN_EXT_CPU_PATH=stepwise forces the
-// per-step path (GEMM + pointwise kernel per step), which half types and
-// LSTM projection always use.
+// float32/float64 on the CPU run the whole sequence in one fused kernel
+// (csrc/cpu/fused_cpu.h); LSTM projection too where folded (below), else it
+// takes the per-step path (GEMM + pointwise kernel per step), as half types do.
+// RNN_EXT_CPU_PATH (read per call): "stepwise" forces the per-step path;
+// "fused" folds every unpacked LSTM projection; "auto" or unset, the default.
+std::string cpu_path() {
+  const char* env = std::getenv("RNN_EXT_CPU_PATH");
+  const std::string path = env ? env : "";
+  TORCH_CHECK(path.empty() || path == "auto" || path == "fused" || path == "stepwise",
+              "rnn_ext: RNN_EXT_CPU_PATH must be fused, stepwise or auto, got '", path, "'");
+  return path.empty() ? "auto" : path;
+}
+
 bool use_fused(const Tensor& x, int64_t H, int64_t B) {
   if (!x.is_cpu() || H == 0 || B == 0) return false;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) return false;
-  const char* env = std::getenv("RNN_EXT_CPU_PATH");
-  return !(env && std::string(env) == "stepwise");
+  return cpu_path() != "stepwise";
 }
 
 // Step order, rows and offsets as the fused kernels take them.
@@ -578,6 +587,146 @@ InputSide set_input_side(fused::Forward& f, fused::Cell cell, const Tensor& x2d,
 
 fused::Cell rnn_cell(bool relu) { return relu ? fused::Cell::kRnnRelu : fused::Cell::kRnnTanh; }
 
+
+// ------------------------------------------- LSTM projection, folded into W_hh
+// An LSTM with projection, y_t = W_hr p_t where p_t = o_t * tanh(c_t) has H
+// values and y_t Hout < H, is an LSTM without one in p: its gates are
+// x_t W_ih^T + W_hh y_{t-1} = x_t W_ih^T + (W_hh W_hr) p_{t-1}. So the
+// whole-sequence kernels, which take no projection (fused on the CPU,
+// persistent on CUDA), run it with W_hh W_hr (G, H) as their W_hh and p as
+// their output, from p = 0 before the first step, whose h0 term W_hh h0 is
+// added to its input projection instead; the outputs are then P W_hr^T, one
+// product after the loop. The backward runs in p likewise: dL/dp_t from the
+// output is W_hr^T dL/dy_t (one product before the loop), and one product
+// after it, W_hh^T times the gate gradients, gives dL/dh0 and the recurrent
+// share of each dL/dy_t (for dW_hr). Unpacked input only: every row starts at
+// the first step. The products in this order round differently from the
+// per-step path's, by as much (both are tested against float64).
+// The folded step multiplies by G x H instead of G x Hout and Hout x H: on the
+// CPU it runs where H <= 2 Hout (AMD EPYC VM, 2 threads, float32, against the
+// per-step path, inference / training ms: T=100 B=1 I=H=128 Hout=64 0.30 / 1.05
+// vs 0.49 / 1.35; T=100 B=32 I=H=256 Hout=128 9.6 / 37.5 vs 13.3 / 39.2;
+// T=50 B=64 I=H=512 Hout=256 41 / 131 vs 57 / 123; but T=50 B=16 I=512 H=1024
+// Hout=256 42 / 108 vs 32 / 78); RNN_EXT_CPU_PATH=fused folds at any H. On
+// CUDA wherever the persistent kernels are wanted: they run a step in
+// microseconds where the per-step path launches four kernels (not measured yet).
+bool projection_folded(const Tensor& x, const Schedule& s, int64_t H, int64_t Hout, int64_t B) {
+  if (s.packed || s.T == 0 || B == 0) return false;
+  if (x.is_cpu()) return use_fused(x, H, B) && (H <= 2 * Hout || cpu_path() == "fused");
+#ifdef RNN_EXT_WITH_CUDA
+  return persistent_wanted(x, s);
+#else
+  return false;
+#endif
+}
+
+// Rows of the step processed first (every row starts there: unpacked).
+Tensor first_step_rows(const Schedule& s, const Tensor& t) { return t.narrow(0, s.reverse ? s.N - s.B : 0, s.B); }
+
+using LstmForwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor>;
+using LstmBackwardResult = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+// The folded forward, or false when the kernel declined the shape (persistent
+// CUDA; nothing ran, the per-step path takes the call).
+bool lstm_projection_folded_forward(const Tensor& input, const Schedule& s, const Tensor& h0, const Tensor& c0,
+                                    const Tensor& w_ih, const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh,
+                                    const Tensor& w_hr, bool need_grad, LstmForwardResult* out) {
+  const int64_t G = w_hh.size(0), H = G / 4, I = w_ih.size(1), B = s.B;
+  const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  const Tensor w_fold = product(w_hh, w_hr);               // (G, H)
+  Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, G)
+  mm_into(first_step_rows(s, x_gates), h0, w_hh.t(), /*accumulate=*/true);
+  const Tensor p0 = at::zeros({B, H}, input.options());
+  Tensor p = at::empty({s.N, H}, input.options());
+  Tensor c_state = c0.to(acc).contiguous().clone();
+  Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
+  if (input.is_cpu()) {
+    const FusedSteps steps = fused_steps(s);
+    const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
+    const Packing wp = packing_for(fused::Cell::kLstm, w_fold, H, false);
+    fused::Forward f = fused_forward_args(fused::Cell::kLstm, steps, B, H, I, bias, wp, p0, p);
+    f.x_gates = x_gates.data_ptr();
+    f.c_state = c_state.data_ptr();
+    f.ws = need_grad ? ws.data_ptr() : nullptr;
+    fused::forward(f);
+  } else {
+#ifdef RNN_EXT_WITH_CUDA
+    SequenceArgs args =
+        sequence_args(SequenceCell::kLstm, s, H, x_gates, b_ih, b_hh, w_fold, p0, p, current_cuda_stream());
+    args.a.c_state = c_state.data_ptr();
+    args.a.workspace = need_grad ? ws.data_ptr() : nullptr;
+    if (!sequence_forward_cuda(args.a)) return false;
+#else
+    return false;
+#endif
+  }
+  const Tensor y = matmul_nt(p, w_hr);  // (N, Hout)
+  *out = {y.view(out_shape(input, w_hr.size(0))), last_rows(s, y), c_state.to(dtype), ws};
+  return true;
+}
+
+// The folded backward (gy: (N, Hout) dense; y2d: the forward's outputs), or
+// false when the kernel declined the shape (as the forward).
+bool lstm_projection_folded_backward(const Tensor& input, const Schedule& s, const Tensor& x2d, const Tensor& y2d,
+                                     const Tensor& gy, const Tensor& grad_h_n, const Tensor& grad_c_n,
+                                     const Tensor& h0, const Tensor& c0_acc, const Tensor& w_ih, const Tensor& w_hh,
+                                     const Tensor& w_hr, const Tensor& ws, LstmBackwardResult* out) {
+  const int64_t G = w_hh.size(0), H = G / 4, I = w_ih.size(1), B = s.B, N = s.N;
+  const auto dtype = input.scalar_type(), acc = acc_type(dtype);
+  const Tensor w_fold = product(w_hh, w_hr);  // (G, H)
+  const Tensor gy_p = product(gy, w_hr);      // (N, H): dL/dp_t from the output
+  Tensor dp_state = product(grad_h_n, w_hr);  // (B, H): dL/dp at the last step from h_n in; the kernels' dh0 out, unused
+  // the forward's p, as the per-step path recomputes it for dW_hr (LSTM kernels do not read it)
+  const Tensor p = (ws.narrow(1, 3 * H, H) * at::tanh(ws.narrow(1, 4 * H, H))).to(dtype);
+  const Tensor p0 = at::zeros({B, H}, input.options());
+  Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
+  Tensor d_gates = empty_big({N, G}, input.options());
+  WeightGrads weights;
+  if (input.is_cpu()) {
+    const FusedSteps steps = fused_steps(s);
+    const Packing wp = packing_for(fused::Cell::kLstm, w_fold, H, true);
+    fused::Backward b = fused_backward_args(fused::Cell::kLstm, steps, B, H, wp, gy_p, p, dp_state, d_gates);
+    b.h0 = p0.data_ptr();
+    b.c0 = c0_acc.data_ptr();
+    b.ws = ws.data_ptr();
+    b.dc_state = dc_state.data_ptr();
+    WeightGradJob wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
+    fused::backward_and_weight_grads(b, &wg.args, 1);
+    weights = wg.result();
+  } else {
+#ifdef RNN_EXT_WITH_CUDA
+    SequenceBackwardArgs args = sequence_backward_args(SequenceCell::kLstm, s, H, w_fold, p0, gy_p, p, ws, dp_state,
+                                                       d_gates, current_cuda_stream());
+    args.a.c0 = c0_acc.data_ptr();
+    args.a.grad_c = dc_state.data_ptr();
+    if (!sequence_backward_cuda(args.a)) return false;
+    weights = weight_grads(s, d_gates, x2d, y2d, h0, dtype);
+#else
+    return false;
+#endif
+  }
+  // W_hh^T dL/dgates of each step: the gradient of the h_{t-1} it read (h0 at the first step)
+  const Tensor into_prev = product(d_gates, w_hh);  // (N, Hout)
+  Tensor d_y = gy.clone();                          // dL/dy_t: from the output, the next step and h_n
+  if (N > B) {
+    if (s.reverse)
+      d_y.narrow(0, B, N - B).add_(into_prev.narrow(0, 0, N - B));
+    else
+      d_y.narrow(0, 0, N - B).add_(into_prev.narrow(0, B, N - B));
+  }
+  d_y.narrow(0, s.reverse ? 0 : N - B, B).add_(grad_h_n);
+  Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
+  *out = {dx,
+          first_step_rows(s, into_prev).clone(),
+          dc_state.to(dtype),
+          weights.ih,
+          weights.hh,
+          weights.bias,
+          weights.bias.clone(),
+          product(d_y.t(), p)};
+  return true;
+}
+
 }  // namespace
 
 // ================================================================= LSTM
@@ -622,6 +771,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     fused::forward(f);
     return {y.view(out_shape(input, H)), final_hidden(steps, y, B), c_state, ws};
   }
+  LstmForwardResult folded;
+  if (proj && projection_folded(input, s, H, Hout, B) &&
+      lstm_projection_folded_forward(input, s, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, need_grad, &folded))
+    return folded;
   const Kernels k = kernels_for(input);
 
   Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, 4H), all steps at once
@@ -698,6 +851,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Kernels k = kernels_for(input);
 
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, Hout), gy = mat(grad_output, s.N, Hout);
+  LstmBackwardResult folded;
+  if (proj && projection_folded(input, s, H, Hout, B) &&
+      lstm_projection_folded_backward(input, s, x2d, y2d, gy, grad_h_n, grad_c_n, h0, c0.to(acc).contiguous(), w_ih,
+                                      w_hh, w_hr, ws, &folded))
+    return folded;
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
   Tensor d_gates = empty_big({s.N, G}, input.options());

@@ -1,8 +1,9 @@
 """The two CPU code paths and the instruction-set variants of the fused one.
 
-float32/float64 layers without projection run the fused whole-sequence kernel
-(csrc/cpu/fused_cpu.cpp); RNN_EXT_CPU_PATH=stepwise selects the per-step path
-(GEMM + pointwise kernel per step) that half types and LSTM projection use.
+float32/float64 layers run the fused whole-sequence kernel (csrc/cpu/fused_cpu.cpp),
+LSTM projection too where it is folded into W_hh (unpacked, H <= 2 * proj_size, or
+RNN_EXT_CPU_PATH=fused at any size; csrc/recurrence.cpp); RNN_EXT_CPU_PATH=stepwise selects
+the per-step path (GEMM + pointwise kernel per step) that half types and other projections use.
 Every other test file runs the default, so the stepwise path is checked here
 against torch.nn in float64, and the fused kernel's AVX2 and 16-byte baseline
 builds (RNN_EXT_CPU_ISA, which can only narrow the CPU's own) in subprocesses.
@@ -90,6 +91,85 @@ def test_gradcheck_stepwise_path(monkeypatch, case, opts):
     else:
         args = test_gradcheck.rnn_case("cpu", relu=case == "rnn_relu", **opts)
     test_gradcheck._check(*args, second_order=False)
+
+
+def make_proj_pair(I, H, P, layers, bidirectional, bias, dtype=torch.float64):
+    kw = dict(num_layers=layers, bidirectional=bidirectional, bias=bias, proj_size=P)
+    ext, ref = rnn_ext.LSTM(I, H, **kw), nn.LSTM(I, H, **kw)
+    ref.load_state_dict(ext.state_dict())
+    return ext.to(dtype), ref.to(dtype)
+
+
+def proj_inputs(T, B, I, H, P, D, layers, dtype=torch.float64):
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    return x, (torch.randn(D * layers, B, P, dtype=dtype, requires_grad=True),
+               torch.randn(D * layers, B, H, dtype=dtype, requires_grad=True))
+
+
+# H, proj_size: folded by default (H <= 2 P), only with RNN_EXT_CPU_PATH=fused, and H = P + 1
+@pytest.mark.parametrize("path", ["auto", "fused", "stepwise"])
+@pytest.mark.parametrize("H,P", [(8, 4), (10, 3), (34, 33)])
+@pytest.mark.parametrize("T,B", [(1, 3), (6, 1), (6, 5)])
+@pytest.mark.parametrize("packed", [False, True])
+def test_projection_paths_match_nn_float64(monkeypatch, path, H, P, T, B, packed):
+    """LSTM with projection on each CPU path, including the fold into the fused kernel
+    (p_t = o_t * tanh(c_t) as the state, W_hh W_hr as its W_hh, h0's term in the first step's
+    input projection): outputs, final states and every gradient against nn.LSTM in float64,
+    both directions, with and without bias, two layers; and the forward alone (no grad).
+    Packed input always takes the per-step path."""
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
+    I, layers = 4, 2
+    for bidirectional, bias in [(False, True), (True, False)]:
+        ext, ref = make_proj_pair(I, H, P, layers, bidirectional, bias)
+        x, hx = proj_inputs(T, B, I, H, P, 2 if bidirectional else 1, layers)
+        lengths = torch.randint(1, T + 1, (B,)) if packed else None
+        if packed:
+            lengths[0] = T
+        assert_close_all(outputs_and_grads(ext, x, hx, lengths), outputs_and_grads(ref, x, hx, lengths), 1e-10)
+        with torch.no_grad():
+            got, want = ext(x, hx), ref(x, hx)
+        assert_close_all([got[0], *got[1]], [want[0], *want[1]], 1e-10)
+
+
+def test_projection_fold_runs_a_different_computation(monkeypatch):
+    """The fold is taken (the default at H <= 2 * proj_size): its float32 results are not the
+    per-step path's bits, yet within 1e-5 of them and of float64 nn.LSTM; with H > 2 * proj_size
+    the default is the per-step path, bit for bit."""
+    torch.manual_seed(0)
+    T, B, I = 12, 6, 16
+
+    def run(H, P, path):
+        monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
+        torch.manual_seed(1)
+        ext, ref = make_proj_pair(I, H, P, 1, True, True, dtype=torch.float32)
+        x, hx = proj_inputs(T, B, I, H, P, 2, 1, dtype=torch.float32)
+        got = outputs_and_grads(ext, x, hx)
+        want = outputs_and_grads(ref.double(), x.detach().double().requires_grad_(),
+                                 tuple(h.detach().double().requires_grad_() for h in hx))
+        return got, want
+
+    folded, want = run(64, 32, "auto")
+    stepwise, _ = run(64, 32, "stepwise")
+    assert not all(torch.equal(a, b) for a, b in zip(folded, stepwise))
+    assert_close_all([t.double() for t in folded], want, 1e-5)
+    assert_close_all([t.double() for t in stepwise], want, 1e-5)
+    default_wide, _ = run(64, 16, "auto")
+    stepwise_wide, _ = run(64, 16, "stepwise")
+    assert all(torch.equal(a, b) for a, b in zip(default_wide, stepwise_wide))
+
+
+@pytest.mark.parametrize("opts", test_gradcheck.OPTS, ids=test_gradcheck.OPT_IDS)
+def test_gradcheck_folded_projection(monkeypatch, opts):
+    """First- and second-order gradcheck of LSTM projection with RNN_EXT_CPU_PATH=fused (folded
+    where unpacked; test_gradcheck runs the default choice)."""
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", "fused")
+    test_gradcheck._check(*test_gradcheck.lstm_case("cpu", proj=True, **opts))
+
+
+def test_cpu_path_variable_rejects_unknown_values(monkeypatch):
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", "fast")
+    with pytest.raises(RuntimeError, match="RNN_EXT_CPU_PATH must be fused, stepwise or auto, got 'fast'"):
+        rnn_ext.LSTM(3, 4)(torch.randn(2, 1, 3))
 
 
 # (T, B, I, H, bidirectional, packed)

@@ -88,6 +88,62 @@ def test_persistent_forward_matches_nn(monkeypatch, cell, dtype, shape, bidirect
     check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional)
 
 
+# (T, B, I, H, proj_size): small; H = 299 over three batch passes with a partial last block
+PROJ_SHAPES = [(7, 3, 5, 20, 8), (5, 19, 16, 299, 100)]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("shape", PROJ_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+def test_projection_persistent_matches_nn(monkeypatch, dtype, shape, bidirectional):
+    """LSTM with projection on the persistent path, folded into W_hh (csrc/recurrence.cpp: p_t =
+    o_t * tanh(c_t) as the state, W_hh W_hr as its W_hh, h0's term in the first step's input
+    projection): both persistent kernels run, and outputs, final states and every gradient are
+    within float32's 1e-5 of float64 nn.LSTM, or in half types twice the GEMM path's error plus
+    1e-3; two runs agree bitwise. The same host code runs the fold on the CPU's fused kernels,
+    checked there against float64 (tests/test_cpu_paths.py)."""
+    T, B, I, H, P = shape
+    torch.manual_seed(0)
+    D = 2 if bidirectional else 1
+    ext = rnn_ext.LSTM(I, H, proj_size=P, bidirectional=bidirectional)
+    ref = torch.nn.LSTM(I, H, proj_size=P, bidirectional=bidirectional)
+    ref.load_state_dict(ext.state_dict())
+    ref = ref.double()
+    x, hx = torch.randn(T, B, I), (torch.randn(D, B, P), torch.randn(D, B, H))
+
+    def leaves(dev, dt):
+        return x.to(dev, dt).requires_grad_(), tuple(t.to(dev, dt).requires_grad_() for t in hx)
+
+    want = run(ref, *leaves("cpu", torch.float64))
+    ext = ext.to("cuda", dtype)
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
+    gemm = run(ext, *leaves("cuda", dtype))
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+    got = run(ext, *leaves("cuda", dtype))
+    check_ran(lambda: ext(*leaves("cuda", dtype)))
+    check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward")
+    assert all(torch.equal(a, b) for a, b in zip(got, run(ext, *leaves("cuda", dtype)))), "two runs differ"
+    errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
+    if dtype == torch.float32:
+        assert max(errors) <= 1e-5, errors
+    else:
+        for i, (e, g) in enumerate(zip(errors, gemm_errors)):
+            assert e <= 2 * g + 1e-3, (i, e, g)
+
+
+def test_projection_default_path(monkeypatch):
+    """Without RNN_EXT_CUDA_PATH the fold runs where the persistent kernels are chosen (B <= 8
+    float32 here), the per-step GEMM path above (B = 64)."""
+    torch.manual_seed(0)
+    ext = rnn_ext.LSTM(16, 64, proj_size=24).cuda()
+    monkeypatch.delenv("RNN_EXT_CUDA_PATH", raising=False)
+    for batch, persistent in ((4, True), (64, False)):
+        x = torch.randn(5, batch, 16, device="cuda")
+        check_ran(lambda: ext(x), expected=persistent)
+        xg = x.clone().requires_grad_()
+        check_ran(lambda: ext(xg)[0].sum().backward(), "persistent_backward", persistent)
+
+
 def units_per_block(H, p):
     """The launcher's units per block (persistent_common.cuh): ceil(H / multiprocessors), at
     least 4 (or H)."""
