@@ -45,8 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="comma-separated subset of the grid's dtypes, e.g. float32 (default: all of them)")
     ap.add_argument("--full-float32", action="store_true",
                     help="torch.backends.cudnn.allow_tf32 = False: cuDNN and rnn_ext (which follows nn.LSTM's "
-                         "setting) both run float32 in full precision (default: torch's default, both as TF32 "
-                         "on sm_80+)")
+                         "setting) both run float32 in full precision (default: torch's default, TF32 on sm_80+ "
+                         "for cuDNN and for rnn_ext's cuBLAS products)")
     ap.add_argument("--keep-heap", action="store_true",
                     help="glibc: keep freed memory in the heap for both sides (no trimming; blocks up to 32 MB "
                          "from the heap), so that page faults of fresh memory drop out of the comparison "

@@ -53,6 +53,19 @@ bool blas_forced() {
 
 bool cuda_float32(const at::Tensor& t) { return t.is_cuda() && t.scalar_type() == at::kFloat; }
 
+// cuDNN's RNN setting where this torch names operations by string (2.9 to
+// 2.11: allowTF32CuDNN("rnn"), as its cuDNN RNN code asks), else its one
+// cuDNN setting (older). Overloads, not a version test: the first drops out
+// where that call does not compile.
+template <typename Ctx>
+auto cudnn_rnn_tf32(const Ctx& ctx, int) -> decltype(ctx.allowTF32CuDNN(std::string("rnn"))) {
+  return ctx.allowTF32CuDNN(std::string("rnn"));
+}
+template <typename Ctx>
+bool cudnn_rnn_tf32(const Ctx& ctx, long) {
+  return ctx.allowTF32CuDNN();
+}
+
 }  // namespace
 
 bool float32_as_tf32() {
@@ -65,8 +78,8 @@ bool float32_as_tf32() {
   if (cudnn) return ctx.allowTF32CuDNN(at::Float32Op::RNN);
   return ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) == at::Float32Precision::TF32;
 #else
-  try {  // these throw where the setting was made through both the old and the new API
-    return cudnn ? ctx.allowTF32CuDNN() : ctx.allowTF32CuBLAS();
+  try {  // these may throw where the setting was made through both the old and the new API
+    return cudnn ? cudnn_rnn_tf32(ctx, 0) : ctx.allowTF32CuBLAS();
   } catch (const c10::Error&) {  // then full float32
     return false;
   }

@@ -135,12 +135,13 @@ struct Kernels {
 //                faster (H200, 2026-12-04, README): any dtype at B <= 8, half
 //                types at B <= 32; the GEMM path above (at B=64, I=H=512 the
 //                float32 persistent forward took 5x the GEMM path's time).
-//                float32 with TF32 allowed (tf32_allowed: as in nn.LSTM,
-//                so by default where cuDNN is enabled) takes the half types'
-//                limit, but above B=8 only on the tensor cores as TF32
-//                (SequenceForward::tensor_cores_only; not yet measured,
-//                chosen by analogy with bfloat16); at B <= 8 it keeps the
-//                scalar kernel in full float32, as measured.
+//                float32 runs the scalar kernel there (float32 FMAs) even
+//                with TF32 allowed (tf32_allowed, nn.LSTM's rule: the
+//                default); the input and weight products still follow
+//                that setting.
+// With TF32 allowed, `persistent` runs float32 on the tensor cores as TF32
+// (sm_80+, where that kernel fits). `auto` does not use those kernels until
+// they have been timed and tested on a GPU (nor, so, float32 above B=8).
 // The kernels serve unpacked float32/float16/bfloat16 (LSTM projection folded
 // into W_hh: lstm_projection_folded_forward), and
 // fall back to the GEMM path where they do not fit or under graph capture.
@@ -157,7 +158,7 @@ std::string cuda_path() {
   return path.empty() ? "auto" : path;
 }
 
-// float32 as TF32 (matmul.h's float32_as_tf32, nn.LSTM's rule) for the persistent kernels.
+// float32 as TF32 (matmul.h's float32_as_tf32, nn.LSTM's rule).
 bool tf32_allowed(at::ScalarType dtype) { return dtype == at::kFloat && float32_as_tf32(); }
 
 bool persistent_wanted(const Tensor& x, const Schedule& s) {
@@ -165,7 +166,7 @@ bool persistent_wanted(const Tensor& x, const Schedule& s) {
   const std::string path = cuda_path();
   if (path != "auto") return path == "persistent";
   const bool half = x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16;
-  return s.B <= (half || tf32_allowed(x.scalar_type()) ? kPersistentMaxBatchHalf : kPersistentMaxBatch);
+  return s.B <= (half ? kPersistentMaxBatchHalf : kPersistentMaxBatch);
 }
 
 // The arguments every cell shares, with the dense copies of W_hh and h0 they
@@ -189,11 +190,8 @@ void set_sequence_fields(Args& args, SequenceCell cell, at::ScalarType dtype, co
   a.B = s.B;
   a.hidden = H;
   a.reverse = s.reverse;
-  // `auto` at B <= 8 keeps float32 on the scalar kernel, full float32, as measured (README);
-  // above B=8 it chose the persistent path for TF32 (persistent_wanted): the tensor-core kernels or none
-  const bool auto_path = cuda_path() == "auto";
-  a.tf32 = tf32_allowed(dtype) && !(auto_path && s.B <= kPersistentMaxBatch);
-  a.tensor_cores_only = a.tf32 && auto_path;
+  // the TF32 kernels only when forced (see cuda_path)
+  a.tf32 = tf32_allowed(dtype) && cuda_path() == "persistent";
   a.w_hh = args.w_hh.data_ptr();
   a.h0 = args.h0.data_ptr();
   a.stream = stream;

@@ -1,6 +1,7 @@
 """TF32 emulated on the CPU: one layer of LSTM / GRU / RNN in float32 with every matrix
 product's inputs rounded to TF32 (10 mantissa bits, to nearest) first, as the CUDA kernels
-compute with torch.backends.cuda.matmul.allow_tf32 on, next to the same layer in float64.
+compute with TF32 allowed (torch.backends.cudnn.allow_tf32, nn.LSTM's setting, which rnn_ext
+follows), next to the same layer in float64.
 It sizes the TF32 tolerances of tests/test_cuda_persistent.py (check_tf32_errors) without
 a GPU; `python tests/tf32_emulation.py` prints the errors it finds."""
 import torch

@@ -133,8 +133,7 @@ struct SequenceForward {
   DType dtype;
   int64_t T, B, hidden;
   bool reverse;
-  bool tf32;            // float32: the product may run as TF32 on the tensor cores (torch allows it in matmuls)
-  bool tensor_cores_only;  // decline rather than run a kernel that does not use the tensor cores
+  bool tf32;            // float32: run the product as TF32 on the tensor cores (allowed, and the path forced)
   const void* x_gates;  // scalar (T*B, G): X @ W_ih^T (G = 4H, 3H, H)
   const void* b_ih;     // scalar (G) or null
   const void* b_hh;     // scalar (G) or null
@@ -162,7 +161,6 @@ struct SequenceBackward {
   int64_t T, B, hidden;
   bool reverse;
   bool tf32;              // as SequenceForward::tf32
-  bool tensor_cores_only;  // as SequenceForward::tensor_cores_only
   const void* w_hh;       // scalar (G, H), dense
   const void* grad_y;     // scalar (T*B, H): dL/dh_t from the layer's output
   const void* y;          // scalar (T*B, H): h_t from the forward

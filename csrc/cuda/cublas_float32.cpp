@@ -32,6 +32,10 @@ cublasOperation_t op(const GemmOperand& o) { return o.transpose ? CUBLAS_OP_T : 
 
 void cuda_mm_float32(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate, bool tf32) {
   const int64_t M = a.size(0), N = b.size(1), K = a.size(1);
+  TORCH_INTERNAL_ASSERT(a.scalar_type() == at::kFloat && b.scalar_type() == at::kFloat &&
+                        out.scalar_type() == at::kFloat && a.device() == out.device() && b.device() == out.device());
+  TORCH_INTERNAL_ASSERT(a.dim() == 2 && b.dim() == 2 && out.dim() == 2 && b.size(0) == K && out.size(0) == M &&
+                        out.size(1) == N);
   if (M == 0 || N == 0) return;
   if (K == 0) {  // an empty sum
     if (!accumulate) out.zero_();

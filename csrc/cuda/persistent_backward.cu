@@ -20,7 +20,7 @@
 // barrier per step. Sums and states in float32; the gate gradients are
 // stored in the storage type, as the GEMM path stores them (its weight and
 // input gradient products read them). float16 / bfloat16 on sm_80+ (and
-// float32 as TF32, where torch allows TF32 in CUDA matmuls) run phase B on the
+// float32 as TF32, where allowed and asked for) run phase B on the
 // tensor cores (persistent_backward_mma_kernel); no double.
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
@@ -295,7 +295,7 @@ struct BackwardLaunch {
     if (!persistent_device(s.stream, &dev)) return false;
     // On the tensor cores where they fit (and the device code comes from
     // sm_80+ machine code or PTX): float16 / bfloat16, and float32 as TF32
-    // where torch allows TF32 in matmuls (s.tf32).
+    // where allowed and asked for (s.tf32).
     if (!std::is_same<T, float>::value || s.tf32) {
       auto mma = &persistent_backward_mma_kernel<T, C>;
       const int64_t B = s.B;
@@ -309,8 +309,6 @@ struct BackwardLaunch {
               "sequence_backward_cuda"))
         return true;
     }
-    // (float32 above B=8 by the auto choice: as TF32 on the tensor cores, or the GEMM path)
-    if (s.tensor_cores_only) return declined("float32 above B=8 without the tensor-core kernel (auto choice)");
     return launch_persistent_kernel(
         &persistent_backward_kernel<T, C>, s, dev,
         [&](int64_t U) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },

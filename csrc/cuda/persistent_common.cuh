@@ -112,8 +112,8 @@ __device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t 
 // On sm_80 and newer: a block's product A (its rows) x B (16 batch rows, as
 // columns) on the tensor cores with float32 accumulation: float16 / bfloat16 in
 // WMMA 16 x 16 x 16 tiles, float32 as TF32 in 16 x 16 x 8 tiles (each element
-// rounded to TF32 as its fragment is loaded; only where torch allows TF32 in
-// matmuls, SequenceForward::tf32). The K range is split over the warps
+// rounded to TF32 as its fragment is loaded; only where SequenceForward::tf32
+// asks for it). The K range is split over the warps
 // (`splits` ranges of K steps, each summed by one warp); the partial tiles go
 // to shared memory and are added in split order (a fixed order: bitwise
 // repeatable).

@@ -16,8 +16,8 @@
 //
 // Accumulation and cell state in float32, whatever the storage type. float16
 // and bfloat16 on sm_80+ run a second kernel that does the products on the
-// tensor cores (below), and so does float32 as TF32 where torch allows TF32
-// in CUDA matmuls; no double (the GEMM path serves double).
+// tensor cores (below), and so does float32 as TF32 where allowed and asked
+// for (SequenceForward::tf32); no double (the GEMM path serves double).
 //
 // Light on purpose: CUDA headers and the plain-C++ contract only.
 #include "common/cell_steps.h"
@@ -319,7 +319,7 @@ struct ForwardLaunch {
     PersistentDevice dev;
     if (!persistent_device(s.stream, &dev)) return false;
     // On the tensor cores where they fit: float16 / bfloat16, and float32 as
-    // TF32 where torch allows TF32 in matmuls (s.tf32).
+    // TF32 where allowed and asked for (s.tf32).
     if (!std::is_same<T, float>::value || s.tf32) {
       // (The code the device would run must come from sm_80+ machine code or
       // PTX: a build for an older target alone holds only the trap.)
@@ -331,8 +331,6 @@ struct ForwardLaunch {
               "sequence_forward_cuda"))
         return true;
     }
-    // (float32 above B=8 by the auto choice: as TF32 on the tensor cores, or the GEMM path)
-    if (s.tensor_cores_only) return declined("float32 above B=8 without the tensor-core kernel (auto choice)");
     // W_hh's rows of the block's units; then h_{t-1} rows.
     return launch_persistent_kernel(
         &persistent_forward_kernel<T, C>, s, dev,
