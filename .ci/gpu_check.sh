@@ -7,7 +7,8 @@
 #      default path choice (the persistent kernels at small batch, else the GEMM path)
 #   2. the quick comparison with cuDNN on the default choice
 #   3. the whole gpu grid, inference and training, on the default choice (float32 as TF32 on
-#      both sides, torch's default for cuDNN's RNNs, which rnn_ext follows)
+#      both sides, torch's default for cuDNN's RNNs, which rnn_ext follows), and whether the
+#      GEMM path's calls are host- or GPU-bound (bench/host_overhead.py)
 #   4. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
 #   5. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py),
 #      what a step's synchronisation costs on this GPU (bench/step_probe.cu), and the grid's
@@ -139,6 +140,9 @@ bench bench-default 90 gpu-quick -u RNN_EXT_CUDA_PATH RNN_EXT_CUDA_PATH_LOG=1
 declines bench-default
 # The whole gpu grid (B = 1 to 256), inference and training, on the default path choice, 1 s a point.
 bench bench-default-grid 150 "gpu --budget 1" -u RNN_EXT_CUDA_PATH
+# Host- or GPU-bound: wall, host-issue and GPU kernel time per call, cuDNN and both rnn_ext paths.
+stage host-overhead 40 "$PY" -m bench.host_overhead --out "$WORK/host-overhead.md"
+[ -f "$WORK/host-overhead.md" ] && cat "$WORK/host-overhead.md" >>"$SUMMARY"
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     # The profiler is blind under the sanitizer (CUPTI is taken): the tests then cannot see

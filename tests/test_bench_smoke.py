@@ -73,6 +73,24 @@ def test_bench_dtypes_filter(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
+def test_host_overhead_smoke(tmp_path):
+    """bench/host_overhead.py (host- or GPU-bound, a GPU probe) runs end to end on its CPU check
+    point: a row per (mode, variant), positive times, host time within the wall time."""
+    out = tmp_path / "host.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.host_overhead", "--device", "cpu", "--repeats", "3", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in out.read_text().splitlines()
+            if line.startswith("| lstm")]
+    assert sorted((r[1], r[4]) for r in rows) == sorted(
+        (m, v) for m in ("inference", "training") for v in ("torch.nn", "rnn_ext gemm", "rnn_ext auto"))
+    for r in rows:
+        wall, host = float(r[5]), float(r[6])
+        assert 0 < host <= wall * 1.01, r
+
+
 def test_units_sweep_smoke(tmp_path):
     """bench/units_sweep.py (a GPU tuning sweep) runs end to end on its CPU check point: a row per
     (cell, mode, variant; the point is float32, so TF32 is one), positive times, and every
