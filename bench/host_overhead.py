@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from .report import write_lines
 from .units_sweep import parse_point
 from .workloads import _call, make_inputs, make_pair
 
@@ -112,9 +113,7 @@ def main(argv=None) -> int:
                     lines.append(row)
                     print(row, flush=True)
     os.environ.pop("RNN_EXT_CUDA_PATH", None)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+    write_lines(lines, args.out)
     return 0
 
 

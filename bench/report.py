@@ -105,6 +105,14 @@ def summary_lines(rows: list[dict]) -> list[str]:
     return out
 
 
+def write_lines(lines: list[str], path: Path | None) -> None:
+    """A probe's table (bench.units_sweep, bench.host_overhead) to path, its folder made first;
+    nothing without a path."""
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from .grids import Point
+from .report import write_lines
 from .timing import measure_pair
 from .workloads import _call, make_inputs, make_pair, max_rel_err, step_fn
 
@@ -134,9 +135,7 @@ def main(argv=None) -> int:
     os.environ.pop(ENV, None)
     os.environ.pop("RNN_EXT_CUDA_PATH", None)
     torch.backends.cudnn.allow_tf32 = TF32_DEFAULT
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text("\n".join(lines) + "\n")
+    write_lines(lines, args.out)
     return 0
 
 

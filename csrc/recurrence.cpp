@@ -116,6 +116,16 @@ inline const void* opt_ptr(const Tensor& t) { return t.defined() ? t.data_ptr() 
 Tensor opt(const OptTensor& t) { return t.has_value() ? *t : Tensor(); }
 Tensor contig(const Tensor& t) { return t.defined() ? t.contiguous() : t; }
 
+// Environment variable `name` (read per call): `a`, `b`, or "auto" (also when
+// unset); any other value is an error.
+std::string env_choice(const char* name, const char* a, const char* b) {
+  const char* env = std::getenv(name);
+  const std::string value = env ? env : "";
+  TORCH_CHECK(value.empty() || value == "auto" || value == a || value == b, "rnn_ext: ", name, " must be ", a, ", ",
+              b, " or auto, got '", value, "'");
+  return value.empty() ? "auto" : value;
+}
+
 struct Kernels {
   void (*lstm_fwd)(const LstmForwardStep&);
   void (*lstm_bwd)(const LstmBackwardStep&);
@@ -150,13 +160,7 @@ struct Kernels {
 constexpr int64_t kPersistentMaxBatch = 8, kPersistentMaxBatchHalf = 32;
 
 // RNN_EXT_CUDA_PATH: "gemm", "persistent" or "auto" (also when unset).
-std::string cuda_path() {
-  const char* env = std::getenv("RNN_EXT_CUDA_PATH");
-  const std::string path = env ? env : "";
-  TORCH_CHECK(path.empty() || path == "auto" || path == "gemm" || path == "persistent",
-              "rnn_ext: RNN_EXT_CUDA_PATH must be gemm, persistent or auto, got '", path, "'");
-  return path.empty() ? "auto" : path;
-}
+std::string cuda_path() { return env_choice("RNN_EXT_CUDA_PATH", "gemm", "persistent"); }
 
 // float32 as TF32 (matmul.h's float32_as_tf32, nn.LSTM's rule).
 bool tf32_allowed(at::ScalarType dtype) { return dtype == at::kFloat && float32_as_tf32(); }
@@ -354,13 +358,7 @@ Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows
 // takes the per-step path (GEMM + pointwise kernel per step), as half types do.
 // RNN_EXT_CPU_PATH (read per call): "stepwise" forces the per-step path;
 // "fused" folds every unpacked LSTM projection; "auto" or unset, the default.
-std::string cpu_path() {
-  const char* env = std::getenv("RNN_EXT_CPU_PATH");
-  const std::string path = env ? env : "";
-  TORCH_CHECK(path.empty() || path == "auto" || path == "fused" || path == "stepwise",
-              "rnn_ext: RNN_EXT_CPU_PATH must be fused, stepwise or auto, got '", path, "'");
-  return path.empty() ? "auto" : path;
-}
+std::string cpu_path() { return env_choice("RNN_EXT_CPU_PATH", "fused", "stepwise"); }
 
 bool use_fused(const Tensor& x, int64_t H, int64_t B) {
   if (!x.is_cpu() || H == 0 || B == 0) return false;

@@ -63,6 +63,16 @@ def assert_close_all(got, want, rtol):
         assert (g - w).abs().max().item() <= rtol * scale
 
 
+def check_float64_parity(ext, ref, x, hx, packed):
+    """Outputs, final states and every gradient within 1e-10 of torch.nn's (float64), for x as
+    it is or packed with random lengths (the first full)."""
+    T, B = x.shape[:2]
+    lengths = torch.randint(1, T + 1, (B,)) if packed else None
+    if packed:
+        lengths[0] = T
+    assert_close_all(outputs_and_grads(ext, x, hx, lengths), outputs_and_grads(ref, x, hx, lengths), 1e-10)
+
+
 @pytest.mark.parametrize("path", ["fused", "stepwise"])
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("H,B", [(1, 1), (7, 5), (33, 13), (130, 3)])
@@ -73,10 +83,7 @@ def test_path_matches_nn_float64(monkeypatch, path, cell, H, B, packed):
     for bidirectional, bias in [(False, True), (True, False)]:
         ext, ref = make_pair(cell, I, H, layers, bidirectional, bias)
         x, hx = random_inputs(cell, T, B, I, H, 2 if bidirectional else 1, layers)
-        lengths = torch.randint(1, T + 1, (B,)) if packed else None
-        if packed:
-            lengths[0] = T
-        assert_close_all(outputs_and_grads(ext, x, hx, lengths), outputs_and_grads(ref, x, hx, lengths), 1e-10)
+        check_float64_parity(ext, ref, x, hx, packed)
 
 
 @pytest.mark.parametrize("opts", test_gradcheck.OPTS, ids=test_gradcheck.OPT_IDS)
@@ -122,10 +129,7 @@ def test_projection_paths_match_nn_float64(monkeypatch, path, H, P, T, B, packed
     for bidirectional, bias in [(False, True), (True, False)]:
         ext, ref = make_proj_pair(I, H, P, layers, bidirectional, bias)
         x, hx = proj_inputs(T, B, I, H, P, 2 if bidirectional else 1, layers)
-        lengths = torch.randint(1, T + 1, (B,)) if packed else None
-        if packed:
-            lengths[0] = T
-        assert_close_all(outputs_and_grads(ext, x, hx, lengths), outputs_and_grads(ref, x, hx, lengths), 1e-10)
+        check_float64_parity(ext, ref, x, hx, packed)
         with torch.no_grad():
             got, want = ext(x, hx), ref(x, hx)
         assert_close_all([got[0], *got[1]], [want[0], *want[1]], 1e-10)

@@ -76,6 +76,17 @@ def run(module, x, hx):
     return [t.detach().double().cpu() for t in (out, *states, *grads)]
 
 
+def runs_on_both_paths(monkeypatch, ext, ref, leaves, dtype):
+    """run() of the float64 `ref` on the CPU, then of the CUDA module `ext` on the GEMM path and
+    on the persistent path (RNN_EXT_CUDA_PATH left at persistent); leaves(device, dtype) gives
+    fresh inputs for each."""
+    want = run(ref, *leaves("cpu", torch.float64))
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
+    gemm = run(ext, *leaves("cuda", dtype))
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+    return want, gemm, run(ext, *leaves("cuda", dtype))
+
+
 def max_errors(got, want):
     return [((g - w).abs().max() / w.abs().max().clamp_min(1e-30)).item() for g, w in zip(got, want)]
 
@@ -114,12 +125,7 @@ def test_projection_persistent_matches_nn(monkeypatch, dtype, shape, bidirection
     def leaves(dev, dt):
         return x.to(dev, dt).requires_grad_(), tuple(t.to(dev, dt).requires_grad_() for t in hx)
 
-    want = run(ref, *leaves("cpu", torch.float64))
-    ext = ext.to("cuda", dtype)
-    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
-    gemm = run(ext, *leaves("cuda", dtype))
-    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
-    got = run(ext, *leaves("cuda", dtype))
+    want, gemm, got = runs_on_both_paths(monkeypatch, ext.to("cuda", dtype), ref, leaves, dtype)
     check_ran(lambda: ext(*leaves("cuda", dtype)))
     check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward")
     assert all(torch.equal(a, b) for a, b in zip(got, run(ext, *leaves("cuda", dtype)))), "two runs differ"
@@ -384,12 +390,7 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
             hx.to(dev, dt).requires_grad_()
         return x.to(dev, dt).requires_grad_(), h
 
-    want = run(ref, *leaves("cpu", torch.float64))
-    ext = ext.to("cuda", dtype)
-    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "gemm")
-    gemm = run(ext, *leaves("cuda", dtype))
-    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
-    got = run(ext, *leaves("cuda", dtype))
+    want, gemm, got = runs_on_both_paths(monkeypatch, ext.to("cuda", dtype), ref, leaves, dtype)
     check_ran(lambda: ext(*leaves("cuda", dtype)))
     tf32 = dtype == torch.float32 and tf32_in_effect()
     # tensor cores for half types, and for float32 where TF32 is allowed (and only there)
