@@ -598,22 +598,35 @@ fused::Cell rnn_cell(bool relu) { return relu ? fused::Cell::kRnnRelu : fused::C
 // share of each dL/dy_t (for dW_hr). Unpacked input only: every row starts at
 // the first step. The products in this order round differently from the
 // per-step path's, by as much (both are tested against float64).
-// The folded step multiplies by G x H instead of G x Hout and Hout x H: on the
-// CPU it runs where H <= 2 Hout (AMD EPYC VM, 2 threads, float32, against the
-// per-step path, inference / training ms: T=100 B=1 I=H=128 Hout=64 0.30 / 1.05
-// vs 0.49 / 1.35; T=100 B=32 I=H=256 Hout=128 9.6 / 37.5 vs 13.3 / 39.2;
-// T=50 B=64 I=H=512 Hout=256 41 / 131 vs 57 / 123; but T=50 B=16 I=512 H=1024
-// Hout=256 42 / 108 vs 32 / 78); RNN_EXT_CPU_PATH=fused folds at any H. On
-// CUDA wherever the persistent kernels are wanted: they run a step in
-// microseconds where the per-step path launches four kernels (not measured yet).
-bool projection_folded(const Tensor& x, const Schedule& s, int64_t H, int64_t Hout, int64_t B) {
+// The folded step multiplies by G x H instead of G x Hout and Hout x H. On the
+// CPU (AMD EPYC VM, 2 threads, float32, the median of 9 calls, against the
+// per-step path) the folded forward won at H = 2 Hout from B = 8 up (T=100 with
+// (I, H, Hout) = (128, 128, 64), (256, 256, 128), (256, 512, 256) and T=50 with
+// (512, 512, 256), B = 8, 32, 64: 0.40-0.90x the time, inference and training
+// forward, one point 1.05x) and lost at B = 1 from H = 512 (1.3-2.2x); at
+// H = 4 Hout it was 0.85-1.12x; the folded backward won at one point of 15
+// (T=100 B=8 H=256 Hout=128, 0.79x) and lost up to 2.3x at B = 1. So the CPU
+// folds the forward where H <= 2 Hout and B >= 8 and never the backward, unless
+// RNN_EXT_CPU_PATH=fused (both, at any size). On CUDA both fold wherever the
+// persistent kernels are wanted: they run a step in microseconds where the
+// per-step path launches four kernels (not measured yet).
+bool projection_folded(const Tensor& x, const Schedule& s, int64_t H, int64_t Hout, int64_t B, bool backward) {
   if (s.packed || s.T == 0 || B == 0) return false;
-  if (x.is_cpu()) return use_fused(x, H, B) && (H <= 2 * Hout || cpu_path() == "fused");
+  if (x.is_cpu())
+    return use_fused(x, H, B) && (cpu_path() == "fused" || (!backward && H <= 2 * Hout && B >= 8));
 #ifdef RNN_EXT_WITH_CUDA
   return persistent_wanted(x, s);
 #else
   return false;
 #endif
+}
+
+// W_hh W_hr (G, H): the folded recurrence's own W_hh, multiplied at every step,
+// so in full float32 whatever the TF32 setting (at::NoTF32Guard; one product a
+// call), as the scalar persistent kernels and the fused CPU ones multiply.
+Tensor fold_weights(const Tensor& w_hh, const Tensor& w_hr) {
+  at::NoTF32Guard full_float32;
+  return product(w_hh, w_hr);
 }
 
 // Rows of the step processed first (every row starts there: unpacked).
@@ -629,7 +642,7 @@ bool lstm_projection_folded_forward(const Tensor& input, const Schedule& s, cons
                                     const Tensor& w_hr, bool need_grad, LstmForwardResult* out) {
   const int64_t G = w_hh.size(0), H = G / 4, I = w_ih.size(1), B = s.B;
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  const Tensor w_fold = product(w_hh, w_hr);               // (G, H)
+  const Tensor w_fold = fold_weights(w_hh, w_hr);               // (G, H)
   Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, G)
   mm_into(first_step_rows(s, x_gates), h0, w_hh.t(), /*accumulate=*/true);
   const Tensor p0 = at::zeros({B, H}, input.options());
@@ -669,7 +682,7 @@ bool lstm_projection_folded_backward(const Tensor& input, const Schedule& s, con
                                      const Tensor& w_hr, const Tensor& ws, LstmBackwardResult* out) {
   const int64_t G = w_hh.size(0), H = G / 4, I = w_ih.size(1), B = s.B, N = s.N;
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  const Tensor w_fold = product(w_hh, w_hr);  // (G, H)
+  const Tensor w_fold = fold_weights(w_hh, w_hr);  // (G, H)
   const Tensor gy_p = product(gy, w_hr);      // (N, H): dL/dp_t from the output
   Tensor dp_state = product(grad_h_n, w_hr);  // (B, H): dL/dp at the last step from h_n in; the kernels' dh0 out, unused
   // the forward's p, as the per-step path recomputes it for dW_hr (LSTM kernels do not read it)
@@ -768,7 +781,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     return {y.view(out_shape(input, H)), final_hidden(steps, y, B), c_state, ws};
   }
   LstmForwardResult folded;
-  if (proj && projection_folded(input, s, H, Hout, B) &&
+  if (proj && projection_folded(input, s, H, Hout, B, /*backward=*/false) &&
       lstm_projection_folded_forward(input, s, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, need_grad, &folded))
     return folded;
   const Kernels k = kernels_for(input);
@@ -848,7 +861,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
 
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, Hout), gy = mat(grad_output, s.N, Hout);
   LstmBackwardResult folded;
-  if (proj && projection_folded(input, s, H, Hout, B) &&
+  if (proj && projection_folded(input, s, H, Hout, B, /*backward=*/true) &&
       lstm_projection_folded_backward(input, s, x2d, y2d, gy, grad_h_n, grad_c_n, h0, c0.to(acc).contiguous(), w_ih,
                                       w_hh, w_hr, ws, &folded))
     return folded;

@@ -1,8 +1,8 @@
 """The two CPU code paths and the instruction-set variants of the fused one.
 
 float32/float64 layers run the fused whole-sequence kernel (csrc/cpu/fused_cpu.cpp),
-LSTM projection too where it is folded into W_hh (unpacked, H <= 2 * proj_size, or
-RNN_EXT_CPU_PATH=fused at any size; csrc/recurrence.cpp); RNN_EXT_CPU_PATH=stepwise selects
+LSTM projection too where it is folded into W_hh (unpacked: the forward at H <= 2 * proj_size
+and B >= 8, or with RNN_EXT_CPU_PATH=fused both directions at any size; csrc/recurrence.cpp); RNN_EXT_CPU_PATH=stepwise selects
 the per-step path (GEMM + pointwise kernel per step) that half types and other projections use.
 Every other test file runs the default, so the stepwise path is checked here
 against torch.nn in float64, and the fused kernel's AVX2 and 16-byte baseline
@@ -113,10 +113,11 @@ def proj_inputs(T, B, I, H, P, D, layers, dtype=torch.float64):
                torch.randn(D * layers, B, H, dtype=dtype, requires_grad=True))
 
 
-# H, proj_size: folded by default (H <= 2 P), only with RNN_EXT_CPU_PATH=fused, and H = P + 1
+# H, proj_size: the forward folded by default (H <= 2 P, at B >= 8), only with
+# RNN_EXT_CPU_PATH=fused, and H = P + 1
 @pytest.mark.parametrize("path", ["auto", "fused", "stepwise"])
 @pytest.mark.parametrize("H,P", [(8, 4), (10, 3), (34, 33)])
-@pytest.mark.parametrize("T,B", [(1, 3), (6, 1), (6, 5)])
+@pytest.mark.parametrize("T,B", [(1, 3), (6, 1), (6, 9)])
 @pytest.mark.parametrize("packed", [False, True])
 def test_projection_paths_match_nn_float64(monkeypatch, path, H, P, T, B, packed):
     """LSTM with projection on each CPU path, including the fold into the fused kernel
@@ -136,13 +137,12 @@ def test_projection_paths_match_nn_float64(monkeypatch, path, H, P, T, B, packed
 
 
 def test_projection_fold_runs_a_different_computation(monkeypatch):
-    """The fold is taken (the default at H <= 2 * proj_size): its float32 results are not the
-    per-step path's bits, yet within 1e-5 of them and of float64 nn.LSTM; with H > 2 * proj_size
-    the default is the per-step path, bit for bit."""
-    torch.manual_seed(0)
-    T, B, I = 12, 6, 16
+    """The fold is taken by default for the forward at H <= 2 * proj_size and B >= 8: its
+    float32 results are not the per-step path's bits, yet within 1e-5 of them and of float64
+    nn.LSTM; at H > 2 * proj_size or B < 8 the default is the per-step path, bit for bit."""
+    T, I = 12, 16
 
-    def run(H, P, path):
+    def run(B, H, P, path):
         monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
         torch.manual_seed(1)
         ext, ref = make_proj_pair(I, H, P, 1, True, True, dtype=torch.float32)
@@ -152,14 +152,15 @@ def test_projection_fold_runs_a_different_computation(monkeypatch):
                                  tuple(h.detach().double().requires_grad_() for h in hx))
         return got, want
 
-    folded, want = run(64, 32, "auto")
-    stepwise, _ = run(64, 32, "stepwise")
+    folded, want = run(8, 64, 32, "auto")
+    stepwise, _ = run(8, 64, 32, "stepwise")
     assert not all(torch.equal(a, b) for a, b in zip(folded, stepwise))
     assert_close_all([t.double() for t in folded], want, 1e-5)
     assert_close_all([t.double() for t in stepwise], want, 1e-5)
-    default_wide, _ = run(64, 16, "auto")
-    stepwise_wide, _ = run(64, 16, "stepwise")
-    assert all(torch.equal(a, b) for a, b in zip(default_wide, stepwise_wide))
+    for B, H, P in ((8, 64, 16), (7, 64, 32)):
+        default, _ = run(B, H, P, "auto")
+        stepwise, _ = run(B, H, P, "stepwise")
+        assert all(torch.equal(a, b) for a, b in zip(default, stepwise)), (B, H, P)
 
 
 @pytest.mark.parametrize("opts", test_gradcheck.OPTS, ids=test_gradcheck.OPT_IDS)

@@ -109,9 +109,10 @@ PROJ_SHAPES = [(7, 3, 5, 20, 8), (5, 19, 16, 299, 100)]
 def test_projection_persistent_matches_nn(monkeypatch, dtype, shape, bidirectional):
     """LSTM with projection on the persistent path, folded into W_hh (csrc/recurrence.cpp: p_t =
     o_t * tanh(c_t) as the state, W_hh W_hr as its W_hh, h0's term in the first step's input
-    projection): both persistent kernels run, and outputs, final states and every gradient are
-    within float32's 1e-5 of float64 nn.LSTM, or in half types twice the GEMM path's error plus
-    1e-3; two runs agree bitwise. The same host code runs the fold on the CPU's fused kernels,
+    projection): both persistent kernels run (half types on sm_80+ on the tensor cores), and
+    outputs, final states and every gradient are within float32's 1e-5 of float64 nn.LSTM, or in
+    half types twice the GEMM path's error plus two units of their precision; two runs agree
+    bitwise. The same host code runs the fold on the CPU's fused kernels,
     checked there against float64 (tests/test_cpu_paths.py)."""
     T, B, I, H, P = shape
     torch.manual_seed(0)
@@ -128,13 +129,22 @@ def test_projection_persistent_matches_nn(monkeypatch, dtype, shape, bidirection
     want, gemm, got = runs_on_both_paths(monkeypatch, ext.to("cuda", dtype), ref, leaves, dtype)
     check_ran(lambda: ext(*leaves("cuda", dtype)))
     check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward")
+    if dtype != torch.float32:  # the tensor-core kernels (both fit at these shapes)
+        tensor_cores = torch.cuda.get_device_capability()[0] >= 8
+        check_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel", tensor_cores)
+        check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_mma_kernel", tensor_cores)
     assert all(torch.equal(a, b) for a, b in zip(got, run(ext, *leaves("cuda", dtype)))), "two runs differ"
     errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
     if dtype == torch.float32:
         assert max(errors) <= 1e-5, errors
     else:
+        # The fold rounds W_hh W_hr to the storage type, where the GEMM path rounds each step's
+        # products: a CPU emulation of both in bfloat16 at (7, 3, 5, 20, 8) over 200 seeds put the
+        # fold at up to 2.35x the GEMM path's error on tensors of 24-160 elements (typically
+        # 1.2-1.7x), so twice that error plus two units of the storage type's precision.
+        slack = 2 * torch.finfo(dtype).eps
         for i, (e, g) in enumerate(zip(errors, gemm_errors)):
-            assert e <= 2 * g + 1e-3, (i, e, g)
+            assert e <= 2 * g + slack, (i, e, g)
 
 
 def test_projection_default_path(monkeypatch):
@@ -442,13 +452,17 @@ def test_packed_and_double_fall_back(monkeypatch):
     check_ran(lambda: ext(x))
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", CELLS + ["LSTM_PROJ"])
 def test_forward_and_backward_on_different_paths(monkeypatch, cell):
     """The variable is read per op call: a forward on one path with its backward on the other
-    gives the gradients of both on one path (float32, to 1e-5 of the largest)."""
+    gives the gradients of both on one path (float32, to 1e-5 of the largest). LSTM_PROJ: LSTM
+    with proj_size=100, folded on the persistent path, per step on the GEMM path."""
     T, B, I, H = 5, 19, 16, 299
     torch.manual_seed(0)
-    ext, _ = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
+    if cell == "LSTM_PROJ":
+        ext = rnn_ext.LSTM(I, H, proj_size=100)
+    else:
+        ext, _ = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
     ext = ext.cuda()
     x = torch.randn(T, B, I, device="cuda")
 
