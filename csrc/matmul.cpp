@@ -53,10 +53,11 @@ bool blas_forced() {
 
 bool cuda_float32(const at::Tensor& t) { return t.is_cuda() && t.scalar_type() == at::kFloat; }
 
-// cuDNN's RNN setting where this torch names operations by string (2.9 to
-// 2.11: allowTF32CuDNN("rnn"), as its cuDNN RNN code asks), else its one
-// cuDNN setting (older). Overloads, not a version test: the first drops out
-// where that call does not compile.
+// cuDNN's RNN setting where this torch names operations by string (2.9:
+// allowTF32CuDNN("rnn"), as its cuDNN RNN code asks), else its one cuDNN
+// setting (older). Overloads, not a version test: the first drops out where
+// that call does not compile. (2.10 on take the enum: float32_as_tf32; headers
+// of 2.9, 2.10 and 2.11 read.)
 template <typename Ctx>
 auto cudnn_rnn_tf32(const Ctx& ctx, int) -> decltype(ctx.allowTF32CuDNN(std::string("rnn"))) {
   return ctx.allowTF32CuDNN(std::string("rnn"));
@@ -73,7 +74,7 @@ bool float32_as_tf32() {
   auto& ctx = at::globalContext();
   // nn.LSTM runs on cuDNN where cuDNN is present and enabled (torch.backends.cudnn.is_acceptable)
   const bool cudnn = ctx.userEnabledCuDNN() && at::Context::hasCuDNN();
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 12)
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 10)
   // what cuDNN's RNN descriptor and torch's cuBLAS calls read; neither throws
   if (cudnn) return ctx.allowTF32CuDNN(at::Float32Op::RNN);
   return ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL) == at::Float32Precision::TF32;
