@@ -5,7 +5,8 @@ Per call, median over repeats, each alternating between the variants:
 - host: from the call until it returns, without waiting for the GPU (the time the CPU
   spends issuing it; when the GPU waits on it, host is close to wall);
 - GPU: the sum of the durations of the CUDA kernels it ran, and how many (torch.profiler,
-  one call).
+  one call);
+- the host calls (ATen ops, CUDA runtime) with the most self time in one profiled call.
 A call is host-bound where host ~ wall and GPU < wall: then fewer or cheaper launches per
 step (direct cuBLAS calls, fewer ATen ops, CUDA graphs) would help, and faster kernels would
 not. The rnn_ext GEMM path takes a cuBLAS product and a pointwise kernel per step.
@@ -59,6 +60,16 @@ def _gpu_kernels(fn):
     return sum(e.time_range.elapsed_us() for e in kernels) * 1e-6, len(kernels)
 
 
+def _top_host_ops(fn, n=4):
+    """The n ATen/runtime calls with the most host (self CPU) time in one call, as
+    'name self-us x count'; the profiler's own cost inflates each a little."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.profiler.profile(activities=activities) as prof:
+        fn()
+    rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:n]
+    return "; ".join(f"{e.key} {e.self_cpu_time_total:.0f}us x{e.count}" for e in rows)
+
+
 def _with_path(path, fn):
     def call():
         if path is None:
@@ -86,7 +97,8 @@ def main(argv=None) -> int:
     where = torch.cuda.get_device_name(0) if device == "cuda" else "the CPU (a check of the script)"
     lines = [f"# Host or GPU bound: {where}, torch {torch.__version__}", "",
              "| cell | mode | T, B, I=H | dtype | variant | wall ms | host ms | GPU kernels ms | kernels | "
-             "wall µs/step | host / wall |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "wall µs/step | host / wall | top host calls (self time, count) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for p in points:
         for cell in args.cells.split(","):
@@ -109,7 +121,7 @@ def main(argv=None) -> int:
                     gpu, count = _gpu_kernels(fn) if device == "cuda" else (float("nan"), 0)
                     row = (f"| {cell} | {mode} | {p.T}, {p.B}, {p.H} | {p.dtype} | {name} | {wall * 1e3:.3f} | "
                            f"{host * 1e3:.3f} | {gpu * 1e3:.3f} | {count} | {wall / p.T * 1e6:.1f} | "
-                           f"{host / wall:.2f} |")
+                           f"{host / wall:.2f} | {_top_host_ops(fn)} |")
                     lines.append(row)
                     print(row, flush=True)
     os.environ.pop("RNN_EXT_CUDA_PATH", None)
