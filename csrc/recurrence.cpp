@@ -151,7 +151,8 @@ struct Kernels {
 //                that setting.
 // With TF32 allowed, `persistent` runs float32 on the tensor cores as TF32
 // (sm_80+, where that kernel fits). `auto` does not use those kernels until
-// they have been timed and tested on a GPU (nor, so, float32 above B=8).
+// they have been tested and timed on a GPU, so it keeps float32 above B=8 on
+// the GEMM path.
 // The kernels serve unpacked float32/float16/bfloat16 (LSTM projection folded
 // into W_hh: lstm_projection_folded_forward), and
 // fall back to the GEMM path where they do not fit or under graph capture.
