@@ -92,6 +92,10 @@ def collect(grid: str, device: str) -> dict:
             "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version(),
             "tf32 (matmul / cudnn)": f"{torch.backends.cuda.matmul.allow_tf32} / {torch.backends.cudnn.allow_tf32}",
+            # rnn_ext's rule (csrc/matmul.h, float32_as_tf32), nn.LSTM's: cuDNN's setting where cuDNN runs
+            "float32 as TF32 in nn.LSTM and rnn_ext": (
+                torch.backends.cudnn.allow_tf32 if torch.backends.cudnn.enabled and torch.backends.cudnn.is_available()
+                else torch.backends.cuda.matmul.allow_tf32),
         })
     return env
 
