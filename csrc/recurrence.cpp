@@ -630,6 +630,12 @@ Tensor fold_weights(const Tensor& w_hh, const Tensor& w_hr) {
   return product(w_hh, w_hr);
 }
 
+// p_t = o_t * tanh(c_t) of every row (N, H), what W_hr multiplies, from the
+// forward's workspace [i f g o | c] (for dW_hr, on either path).
+Tensor projection_inputs(const Tensor& ws, int64_t H, at::ScalarType dtype) {
+  return (ws.narrow(1, 3 * H, H) * at::tanh(ws.narrow(1, 4 * H, H))).to(dtype);
+}
+
 // Rows of the step processed first (every row starts there: unpacked).
 Tensor first_step_rows(const Schedule& s, const Tensor& t) { return t.narrow(0, s.reverse ? s.N - s.B : 0, s.B); }
 
@@ -686,8 +692,7 @@ bool lstm_projection_folded_backward(const Tensor& input, const Schedule& s, con
   const Tensor w_fold = fold_weights(w_hh, w_hr);  // (G, H)
   const Tensor gy_p = product(gy, w_hr);      // (N, H): dL/dp_t from the output
   Tensor dp_state = product(grad_h_n, w_hr);  // (B, H): dL/dp at the last step from h_n in; the kernels' dh0 out, unused
-  // the forward's p, as the per-step path recomputes it for dW_hr (LSTM kernels do not read it)
-  const Tensor p = (ws.narrow(1, 3 * H, H) * at::tanh(ws.narrow(1, 4 * H, H))).to(dtype);
+  const Tensor p = projection_inputs(ws, H, dtype);  // (LSTM kernels do not read it as their y)
   const Tensor p0 = at::zeros({B, H}, input.options());
   Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
   Tensor d_gates = empty_big({N, G}, input.options());
@@ -861,15 +866,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Kernels k = kernels_for(input);
 
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, Hout), gy = mat(grad_output, s.N, Hout);
+  const Tensor c0_acc = c0.to(acc).contiguous();
   LstmBackwardResult folded;
   if (proj && projection_folded(input, s, H, Hout, B, /*backward=*/true) &&
-      lstm_projection_folded_backward(input, s, x2d, y2d, gy, grad_h_n, grad_c_n, h0, c0.to(acc).contiguous(), w_ih,
-                                      w_hh, w_hr, ws, &folded))
+      lstm_projection_folded_backward(input, s, x2d, y2d, gy, grad_h_n, grad_c_n, h0, c0_acc, w_ih, w_hh, w_hr, ws,
+                                      &folded))
     return folded;
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
   Tensor d_gates = empty_big({s.N, G}, input.options());
-  Tensor c0_acc = c0.to(acc).contiguous();
   Tensor c_mix = s.packed ? at::empty({B, H}, c0_acc.options()) : Tensor();
   Tensor d_y = proj ? at::empty({s.N, Hout}, input.options()) : Tensor();
   Tensor dh_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
@@ -946,10 +951,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
   auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0, dtype);
   Tensor dw_hr = at::empty({0}, input.options());
-  if (proj) {
-    Tensor h_pre = (ws.narrow(1, 3 * H, H) * at::tanh(ws_c)).to(dtype);
-    dw_hr = product(d_y.t(), h_pre);
-  }
+  if (proj) dw_hr = product(d_y.t(), projection_inputs(ws, H, dtype));
   return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
 
