@@ -33,7 +33,12 @@ def _rows(input: Tensor, batch_sizes: Optional[Tensor]) -> int:
 
 
 def _needs_grad(*tensors) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    requires = any(t is not None and t.requires_grad for t in tensors)
+    # torch.jit.trace records need_grad as a constant, and the trace may later run
+    # with grad mode either way: keep the workspace whenever something requires grad.
+    if torch.jit.is_tracing():
+        return requires
+    return torch.is_grad_enabled() and requires
 
 
 # ----------------------------------------------------------------- public wrappers
@@ -66,6 +71,11 @@ def _apply(function, op, need_grad, *args):
     # Under torch.compile the op is called directly: Dynamo traces custom ops
     # natively (no graph break even when one tensor is passed twice).
     if torch.compiler.is_compiling():
+        return op(*args)
+    # torch.jit.trace records the op itself (a Function would be an opaque
+    # PythonOp that torch.jit.save refuses); the traced graph differentiates
+    # through the op's own autograd registration.
+    if torch.jit.is_tracing():
         return op(*args)
     # Nothing to differentiate (no_grad, inference, frozen model): call the
     # kernel below the autograd layers, which cost more than a small layer's

@@ -13,6 +13,7 @@ Deliberate differences from torch.nn, all stricter or clearer:
 - GRU/RNN with PackedSequence check the hx shape before permuting it, so a
   wrong hx batch gives "Expected hidden size ..." instead of an index error.
 - flatten_parameters() is a no-op: the kernels use the parameters in place.
+- torch.jit.script (deprecated) raises a clear error; torch.jit.trace works.
 """
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ from .functional import autocast_cast, recurrence
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell"]
 
 
+def _refuse_script(module: nn.Module) -> None:
+    # torch.jit.script calls __prepare_scriptable__ on every module it compiles:
+    # a clear error there instead of TorchScript's first unsupported line.
+    raise RuntimeError(
+        f"rnn_ext.{type(module).__name__} cannot be compiled by torch.jit.script (deprecated by PyTorch); "
+        "use torch.compile or torch.export, or torch.jit.trace, which records rnn_ext's ops. To script the "
+        "model with torch.nn's modules instead, convert it first: rnn_ext.convert(model, to='torch')."
+    )
+
+
 def _permute(hx: Tensor, permutation: Optional[Tensor]) -> Tensor:
     return hx if permutation is None else hx.index_select(1, permutation)
 
@@ -37,6 +48,9 @@ class _RecurrentLayer(nn.RNNBase):
 
     # torch.nn's per-class wording of the input-rank error
     _rank_error = "{name}: Expected input to be 2D or 3D, got {dim}D instead"
+
+    def __prepare_scriptable__(self):
+        _refuse_script(self)
 
     def flatten_parameters(self) -> None:
         """No-op, kept for compatibility: rnn_ext uses the parameters in place."""
@@ -267,6 +281,9 @@ class GRU(_RecurrentLayer):
 # ================================================================= cells
 class _Cell(nn.RNNCellBase):
     """Shared checks for the cells; one step runs as a length-1 sequence op."""
+
+    def __prepare_scriptable__(self):
+        _refuse_script(self)
 
     def _prepare(self, input: Tensor, hx: Optional[list[Tensor]], name: str, hx_label: str):
         if input.dim() not in (1, 2):
