@@ -45,8 +45,13 @@ def _needs_grad(*tensors) -> bool:
 # The wrappers go through autograd.Function classes (defined at the bottom,
 # sharing the op's setup/backward), which torch.func transforms accept; the ops
 # themselves also carry register_autograd for direct callers.
+# Complex modules: torch.nn runs them on its native path (cuDNN and oneDNN take
+# no complex); rnn_ext runs them on the pure-PyTorch reference layers, with the
+# same formulas and autograd's gradients. The kernels take real dtypes only.
 def lstm_layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch_sizes=None, reverse=False):
     """One LSTM layer-direction: returns (output, h_n, c_n)."""
+    if input.is_complex():
+        return reference.lstm_layer(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse)
     need = _needs_grad(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     y, h, c, _ = _apply(_LstmFunction, _ops.lstm_forward, need,
                         input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need)
@@ -55,6 +60,8 @@ def lstm_layer(input, h0, c0, w_ih, w_hh, b_ih=None, b_hh=None, w_hr=None, batch
 
 def gru_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, reverse=False):
     """One GRU layer-direction: returns (output, h_n)."""
+    if input.is_complex():
+        return reference.gru_layer(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse)
     need = _needs_grad(input, h0, w_ih, w_hh, b_ih, b_hh)
     y, h, _ = _apply(_GruFunction, _ops.gru_forward, need,
                      input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need)
@@ -63,6 +70,8 @@ def gru_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, rev
 
 def rnn_layer(input, h0, w_ih, w_hh, b_ih=None, b_hh=None, batch_sizes=None, relu=False, reverse=False):
     """One Elman RNN layer-direction (tanh or relu): returns (output, h_n)."""
+    if input.is_complex():
+        return reference.rnn_layer(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse)
     need = _needs_grad(input, h0, w_ih, w_hh, b_ih, b_hh)
     return _apply(_RnnFunction, _ops.rnn_forward, need, input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse)
 
