@@ -278,6 +278,14 @@ std::vector<int64_t> out_shape(const Tensor& x, int64_t cols) {
   return shape;
 }
 
+// The op's output (input's shape, `cols` last) from the kernels' (rows, cols)
+// buffer: not a view (_unsafe_view), so that callers may modify it in place,
+// as torch.nn's output, without autograd's "output of a function that returns
+// multiple views" error.
+Tensor as_output(const Tensor& y, const Tensor& input, int64_t cols) {
+  return at::_unsafe_view(y, out_shape(input, cols));
+}
+
 // Shapes a backward op relies on (the forward op checked its own inputs).
 void check_backward(const char* op, const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
                     int64_t G, int64_t Hout, const Tensor& output, const Tensor& grad_output) {
@@ -677,7 +685,7 @@ bool lstm_projection_folded_forward(const Tensor& input, const Schedule& s, cons
 #endif
   }
   const Tensor y = matmul_nt(p, w_hr);  // (N, Hout)
-  *out = {y.view(out_shape(input, w_hr.size(0))), last_rows(s, y), c_state.to(dtype), ws};
+  *out = {as_output(y, input, w_hr.size(0)), last_rows(s, y), c_state.to(dtype), ws};
   return true;
 }
 
@@ -784,7 +792,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     f.c_state = c_state.data_ptr();
     f.ws = need_grad ? ws.data_ptr() : nullptr;
     fused::forward(f);
-    return {y.view(out_shape(input, H)), final_hidden(steps, y, B), c_state, ws};
+    return {as_output(y, input, H), final_hidden(steps, y, B), c_state, ws};
   }
   LstmForwardResult folded;
   if (proj && projection_folded(input, s, H, Hout, B, /*backward=*/false) &&
@@ -802,7 +810,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     args.a.c_state = c_state.data_ptr();
     args.a.workspace = need_grad ? ws.data_ptr() : nullptr;
     if (sequence_forward_cuda(args.a))
-      return {y.view(out_shape(input, H)), last_rows(s, y), c_state.to(dtype), ws};
+      return {as_output(y, input, H), last_rows(s, y), c_state.to(dtype), ws};
   }
 #endif
   Tensor h_state = h0.contiguous().clone();
@@ -837,7 +845,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
       h_state.narrow(0, 0, rows).copy_(y_t);
     }
   }
-  return {y.view(out_shape(input, Hout)), h_state, c_state.to(dtype), ws};
+  return {as_output(y, input, Hout), h_state, c_state.to(dtype), ws};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
@@ -991,7 +999,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     f.b_hn = b_hn.data_ptr();
     f.ws = need_grad ? ws.data_ptr() : nullptr;
     fused::forward(f);
-    return {y.view(out_shape(input, H)), final_hidden(steps, y, B), ws};
+    return {as_output(y, input, H), final_hidden(steps, y, B), ws};
   }
   const Kernels k = kernels_for(input);
 
@@ -1002,7 +1010,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   if (persistent_wanted(input, s)) {
     SequenceArgs args = sequence_args(SequenceCell::kGru, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
     args.a.workspace = need_grad ? ws.data_ptr() : nullptr;
-    if (sequence_forward_cuda(args.a)) return {y.view(out_shape(input, H)), last_rows(s, y), ws};
+    if (sequence_forward_cuda(args.a)) return {as_output(y, input, H), last_rows(s, y), ws};
   }
 #endif
   Tensor h_state = h0.contiguous().clone();
@@ -1028,7 +1036,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     a.stream = k.stream;
     k.gru_fwd(a);
   }
-  return {y.view(out_shape(input, H)), h_state, ws};
+  return {as_output(y, input, H), h_state, ws};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
@@ -1162,7 +1170,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
     fused::Forward f = fused_forward_args(rnn_cell(relu), steps, B, H, I, bias, wp, h0c, y);
     const InputSide in = set_input_side(f, rnn_cell(relu), x2d, w_ih, H, B);
     fused::forward(f);
-    return {y.view(out_shape(input, H)), final_hidden(steps, y, B)};
+    return {as_output(y, input, H), final_hidden(steps, y, B)};
   }
   const Kernels k = kernels_for(input);
 
@@ -1172,7 +1180,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
   if (persistent_wanted(input, s)) {
     const SequenceCell cell = relu ? SequenceCell::kRnnRelu : SequenceCell::kRnnTanh;
     const SequenceArgs args = sequence_args(cell, s, H, x_gates, b_ih, b_hh, w_hh, h0, y, k.stream);
-    if (sequence_forward_cuda(args.a)) return {y.view(out_shape(input, H)), last_rows(s, y)};
+    if (sequence_forward_cuda(args.a)) return {as_output(y, input, H), last_rows(s, y)};
   }
 #endif
   Tensor h_state = h0.contiguous().clone();
@@ -1197,7 +1205,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
     a.stream = k.stream;
     k.rnn_fwd(a);
   }
-  return {y.view(out_shape(input, H)), h_state};
+  return {as_output(y, input, H), h_state};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(

@@ -6,7 +6,7 @@
 """
 import torch  # noqa: F401  (loads libtorch before the extension)
 
-from . import _ops, functional, reference  # noqa: F401  (_ops registers autograd and fake kernels)
+from . import _ops, flops, functional, reference  # noqa: F401  (_ops registers autograd and fake kernels, flops FLOP formulas)
 from .convert import convert
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 

@@ -205,23 +205,25 @@ def _differentiable_grads(ctx, layer_fn, inputs, kwargs, outputs, grads):
 
 def _lstm_setup(ctx, inputs, output):
     input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_grad = inputs
-    y, h_n, c_n, ws = output
+    y, _h_n, _c_n, ws = output
     ctx.reverse = reverse
-    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, y, h_n, c_n, ws)
+    # The final states are not saved (backward needs only their shapes, h0's and c0's), so the
+    # caller may modify them in place, as torch.nn's. The output is: it holds h_{t-1}.
+    ctx.save_for_backward(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, y, ws)
     # Unused outputs (the workspace, often h_n) get None, not a zero tensor as
     # large as the output: backward fills in only what it reads.
     ctx.set_materialize_grads(False)
 
 
 def _lstm_backward(ctx, grad_y, grad_h, grad_c, _grad_ws):
-    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, y, h_n, c_n, ws = ctx.saved_tensors
+    input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, y, ws = ctx.saved_tensors
     if torch.is_grad_enabled():
         g = _differentiable_grads(
             ctx, reference.lstm_layer, (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
-            {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h_n, c_n), (grad_y, grad_h, grad_c))
+            {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h0, c0), (grad_y, grad_h, grad_c))
         return (*g, None, None, None)
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _ops.lstm_backward(
-        _or_zeros(grad_y, y), _or_zeros(grad_h, h_n), _or_zeros(grad_c, c_n), input, h0, c0, w_ih, w_hh, w_hr,
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h0), _or_zeros(grad_c, c0), input, h0, c0, w_ih, w_hh, w_hr,
         batch_sizes, ctx.reverse, y, ws)
     return (dx, dh0, dc0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
             dw_hr if w_hr is not None else None, None, None, None)
@@ -229,42 +231,42 @@ def _lstm_backward(ctx, grad_y, grad_h, grad_c, _grad_ws):
 
 def _gru_setup(ctx, inputs, output):
     input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need_grad = inputs
-    y, h_n, ws = output
+    y, _h_n, ws = output
     ctx.reverse = reverse
-    ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n, ws)
+    ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, ws)  # h_n: h0's shape
     ctx.set_materialize_grads(False)
 
 
 def _gru_backward(ctx, grad_y, grad_h, _grad_ws):
-    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n, ws = ctx.saved_tensors
+    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, ws = ctx.saved_tensors
     if torch.is_grad_enabled():
         g = _differentiable_grads(
             ctx, reference.gru_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
-            {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h_n), (grad_y, grad_h))
+            {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(
-        _or_zeros(grad_y, y), _or_zeros(grad_h, h_n), input, h0, w_ih, w_hh, batch_sizes, ctx.reverse, y, ws)
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.reverse, y, ws)
     return (dx, dh0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
             None, None, None)
 
 
 def _rnn_setup(ctx, inputs, output):
     input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reverse = inputs
-    y, h_n = output
+    y, _h_n = output
     ctx.relu, ctx.reverse = relu, reverse
-    ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n)
+    ctx.save_for_backward(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y)  # h_n: h0's shape
     ctx.set_materialize_grads(False)
 
 
 def _rnn_backward(ctx, grad_y, grad_h):
-    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y, h_n = ctx.saved_tensors
+    input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, y = ctx.saved_tensors
     if torch.is_grad_enabled():
         g = _differentiable_grads(
             ctx, reference.rnn_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
-            {"batch_sizes": batch_sizes, "relu": ctx.relu, "reverse": ctx.reverse}, (y, h_n), (grad_y, grad_h))
+            {"batch_sizes": batch_sizes, "relu": ctx.relu, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.rnn_backward(
-        _or_zeros(grad_y, y), _or_zeros(grad_h, h_n), input, h0, w_ih, w_hh, batch_sizes, ctx.relu, ctx.reverse, y)
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.relu, ctx.reverse, y)
     return (dx, dh0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
             None, None, None)
 

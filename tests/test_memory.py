@@ -336,13 +336,12 @@ def test_saved_bytes_vs_torch_nn(kind):
     hx = [torch.randn(L, B, H, dtype=torch.float64) for _ in range(2 if kind == "LSTM" else 1)]
     ext_bytes, rec, _ = _saved_bytes(ext, x, hx)
     ref_bytes, _, _ = _saved_bytes(ref, x, hx)
-    # what the ops document, per layer: output y (T*B*H), final state(s) (B*H each),
-    # workspace (T*B x 5H for LSTM, 4H for GRU), plus the per-layer h0/c0 slices
-    # (hx[k][layer] views share hx's storage, which is excluded) and, from layer 2
-    # on, the previous layer's output (already counted as that layer's y).
-    n_states = 2 if kind == "LSTM" else 1
+    # what the ops document, per layer: output y (T*B*H) and workspace (T*B x 5H for
+    # LSTM, 4H for GRU), plus the per-layer h0/c0 slices (hx[k][layer] views share hx's
+    # storage, which is excluded) and, from layer 2 on, the previous layer's output
+    # (already counted as that layer's y). The final states are not saved.
     ws_cols = 5 * H if kind == "LSTM" else 4 * H
-    per_layer = (T * B * H + n_states * B * H + T * B * ws_cols) * 8
+    per_layer = (T * B * H + T * B * ws_cols) * 8
     expected = L * per_layer
     print(f"\n[memory] saved bytes {kind} T={T} B={B} I={I} H={H} L={L} float64: "
           f"rnn_ext {ext_bytes} B, torch.nn {ref_bytes} B (ratio {ext_bytes / max(ref_bytes, 1):.2f})")

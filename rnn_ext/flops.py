@@ -1,0 +1,51 @@
+"""FLOP formulas for torch.utils.flop_counter.FlopCounterMode.
+
+torch.nn's recurrent layers count the products they run (aten.mm/addmm): per
+row of the sequence, 2*I*G for the input projection and 2*Hout*G for the
+recurrent one (G = 4H LSTM, 3H GRU, H RNN), plus 2*H*P for LSTM's projection.
+rnn_ext's ops run the same products inside one kernel each, so without these
+formulas the counter would see nothing. A backward op runs twice its forward's
+products (the input and weight gradients of each).
+
+Formulas receive the shapes of the op's tensor arguments (None for absent
+ones) and the other arguments as they were passed.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+_ops = torch.ops.rnn_ext
+
+
+def _products(input_shape, w_ih_shape, w_hh_shape, w_hr_shape=None) -> int:
+    rows = math.prod(input_shape[:-1])  # T*B, or the packed rows
+    G, I = w_ih_shape
+    flops = 2 * rows * G * (I + w_hh_shape[1])
+    if w_hr_shape is not None:
+        P, H = w_hr_shape
+        flops += 2 * rows * H * P
+    return flops
+
+
+@register_flop_formula(_ops.lstm_forward)
+def _lstm_forward_flops(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, *args, out_shape=None, **kwargs) -> int:
+    return _products(input, w_ih, w_hh, w_hr)
+
+
+@register_flop_formula([_ops.gru_forward, _ops.rnn_forward])
+def _one_state_forward_flops(input, h0, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+    return _products(input, w_ih, w_hh)
+
+
+@register_flop_formula(_ops.lstm_backward)
+def _lstm_backward_flops(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, w_hr, *args, out_shape=None,
+                         **kwargs) -> int:
+    return 2 * _products(input, w_ih, w_hh, w_hr)
+
+
+@register_flop_formula([_ops.gru_backward, _ops.rnn_backward])
+def _one_state_backward_flops(grad_output, grad_h_n, input, h0, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _products(input, w_ih, w_hh)
