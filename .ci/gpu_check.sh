@@ -10,7 +10,8 @@
 #      both sides, torch's default for cuDNN's RNNs, which rnn_ext follows), and whether the
 #      GEMM path's calls are host- or GPU-bound (bench/host_overhead.py)
 #   4. compute-sanitizer memcheck and racecheck over the persistent kernels' tests
-#   5. a sweep of the persistent kernels' hidden units per block (bench/units_sweep.py),
+#   5. a sweep of the persistent kernels' hidden units per block and of their launch as one
+#      thread-block cluster (bench/units_sweep.py; the cluster launch's tests run in 1 and 4),
 #      what a step's synchronisation costs on this GPU (bench/step_probe.cu), and the grid's
 #      float32 points in full float32 on both sides (--full-float32)
 #   6. the CUDA tests again with RNN_EXT_CUDA_PATH=gemm (the GEMM path everywhere)
@@ -156,8 +157,10 @@ if command -v compute-sanitizer >/dev/null; then
     declines "sanitizer-$tool"
   done
 fi
-# Hidden units per block of the persistent kernels (RNN_EXT_PERSISTENT_UNITS), timed beside cuDNN.
-stage units-sweep 150 "$PY" -m bench.units_sweep --out "$WORK/units-sweep.md"
+# Hidden units per block of the persistent kernels (RNN_EXT_PERSISTENT_UNITS; 1, the default 4
+# and 8: the sweep of 2 to 32 on 2026-12-04 chose 4) and the cluster launch
+# (RNN_EXT_PERSISTENT_CLUSTER=1), timed beside cuDNN.
+stage units-sweep 150 "$PY" -m bench.units_sweep --units 1,8 --out "$WORK/units-sweep.md"
 [ -f "$WORK/units-sweep.md" ] && cat "$WORK/units-sweep.md" >>"$SUMMARY"
 # What a step's synchronisation costs on this GPU (grid.sync, a counter barrier, the h_t exchange, clusters).
 stage step-probe 45 "$PY" -m bench.step_probe --out "$WORK/step-probe.md"

@@ -11,7 +11,10 @@ torch.nn, whether a persistent kernel ran (else the GEMM path did), and the larg
 from the default U's results (output, and in training every gradient), relative to the largest
 value. Two more variants give the default path choice its crossovers: "GEMM path"
 (RNN_EXT_CUDA_PATH=gemm) and, at float32 points, "TF32" (the default U with TF32 allowed: the
-tensor-core kernels in TF32). torch.nn and the GEMM path run under torch's TF32 setting for
+tensor-core kernels in TF32), and "cluster" (RNN_EXT_PERSISTENT_CLUSTER=1: the kernels launched as
+one thread-block cluster of up to 16 blocks with the cluster's hardware barrier between steps, sm_90+,
+H up to 16 x 32 units; the "persistent ran" column then says "cluster" where the cluster kernels ran).
+torch.nn and the GEMM path run under torch's TF32 setting for
 cuDNN's RNNs (torch.backends.cudnn.allow_tf32, which rnn_ext follows: on by default); the
 units-per-block variants at float32 points with it off, so on the scalar kernels in full
 float32 as the default choice runs them at B <= 8.
@@ -48,17 +51,20 @@ def parse_point(text):
     return Point(int(T), int(B), int(I), int(H), dtype)
 TINY = (Point(6, 2, 5, 7, "float32"),)
 ENV = "RNN_EXT_PERSISTENT_UNITS"
+CLUSTER_ENV = "RNN_EXT_PERSISTENT_CLUSTER"
 TF32_DEFAULT = torch.backends.cudnn.allow_tf32
 
 
-def _with_settings(units, fn, path="persistent", tf32=TF32_DEFAULT):
+def _with_settings(units, fn, path="persistent", tf32=TF32_DEFAULT, cluster=False):
     """fn, run with RNN_EXT_PERSISTENT_UNITS set to `units` (None: unset, the default U),
-    RNN_EXT_CUDA_PATH=path and torch.backends.cudnn.allow_tf32 = tf32."""
+    RNN_EXT_CUDA_PATH=path, torch.backends.cudnn.allow_tf32 = tf32 and
+    RNN_EXT_PERSISTENT_CLUSTER=1 if cluster."""
     def call():
         if units is None:
             os.environ.pop(ENV, None)
         else:
             os.environ[ENV] = str(units)
+        os.environ[CLUSTER_ENV] = "1" if cluster else "0"
         os.environ["RNN_EXT_CUDA_PATH"] = path
         torch.backends.cudnn.allow_tf32 = tf32
         return fn()
@@ -66,7 +72,8 @@ def _with_settings(units, fn, path="persistent", tf32=TF32_DEFAULT):
 
 
 def _run_profiled(fn, device):
-    """fn's result, and whether a kernel named like persistent_* ran in it (None on the CPU, or
+    """fn's result, and whether a kernel named like persistent_* ran in it: "cluster" where
+    one launched as a cluster did (*_cluster_kernel), else True or False (None on the CPU, or
     if the profiler saw no kernel)."""
     if device != "cuda":
         return fn(), None
@@ -74,7 +81,11 @@ def _run_profiled(fn, device):
         out = fn()
         torch.cuda.synchronize()
     names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
-    return out, (any("persistent" in n for n in names) if names else None)
+    if not names:
+        return out, None
+    if any("persistent" in n and "_cluster_kernel" in n for n in names):
+        return out, "cluster"
+    return out, any("persistent" in n for n in names)
 
 
 def main(argv=None) -> int:
@@ -115,6 +126,7 @@ def main(argv=None) -> int:
                 variants["GEMM path"] = dict(units=None, path="gemm")
                 if p.dtype == "float32":
                     variants["TF32"] = dict(units=None, tf32=True)
+                variants["cluster"] = dict(units=None, tf32=u_tf32, cluster=True)
                 fns = {"torch.nn": _with_settings(None, step_fn(base, inputs, training))}
                 fns.update({name: _with_settings(fn=step_fn(ext, inputs, training), **v) for name, v in variants.items()})
                 for fn in fns.values():  # warm-up
@@ -133,6 +145,7 @@ def main(argv=None) -> int:
                     lines.append(row)
                     print(row, flush=True)
     os.environ.pop(ENV, None)
+    os.environ.pop(CLUSTER_ENV, None)
     os.environ.pop("RNN_EXT_CUDA_PATH", None)
     torch.backends.cudnn.allow_tf32 = TF32_DEFAULT
     write_lines(lines, args.out)

@@ -93,8 +93,8 @@ def test_host_overhead_smoke(tmp_path):
 
 def test_units_sweep_smoke(tmp_path):
     """bench/units_sweep.py (a GPU tuning sweep) runs end to end on its CPU check point: a row per
-    (cell, mode, variant; the point is float32, so TF32 is one), positive times, and every
-    variant's results equal to the default's."""
+    (cell, mode, variant; the point is float32, so TF32 is one; the cluster launch another),
+    positive times, and every variant's results equal to the default's."""
     out = tmp_path / "sweep.md"
     proc = subprocess.run(
         [sys.executable, "-m", "bench.units_sweep", "--device", "cpu", "--tiny", "--units", "2,8",
@@ -104,7 +104,7 @@ def test_units_sweep_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = [line.split("|")[1:-1] for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line]
     rows = [[c.strip() for c in r] for r in rows if r[0].strip() != "cell"]
-    variants = ("torch.nn", "default", "N=2", "N=8", "GEMM path", "TF32")
+    variants = ("torch.nn", "default", "N=2", "N=8", "GEMM path", "TF32", "cluster")
     assert sorted((r[0], r[1], r[4]) for r in rows) == sorted(
         (c, m, v) for c in ("lstm", "gru", "rnn") for m in ("inference", "training") for v in variants)
     for r in rows:

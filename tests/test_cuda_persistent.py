@@ -377,16 +377,17 @@ def tf32_backward_fits(cell, B, H):
 
 
 def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward=True, check_tensor_cores=True,
-                     tf32=False):
+                     tf32=False, cluster=False):
     """Parity with float64 torch.nn on the persistent path; expect_backward: whether a
     persistent backward kernel runs; check_tensor_cores: that half types on sm_80+ (and
     float32 with tf32) ran the tensor-core kernels (both fit at the small shapes); tf32:
     float32 with TF32 allowed (tf32_allowed: the GEMM path's products and the forced
-    persistent kernels then use TF32)."""
+    persistent kernels then use TF32); cluster: RNN_EXT_PERSISTENT_CLUSTER=1 is set, so on
+    sm_90+ the kernels ran as one thread-block cluster (the *_cluster_kernel names)."""
     if tf32:
         with tf32_allowed():
             return check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_backward,
-                                    check_tensor_cores)
+                                    check_tensor_cores, cluster=cluster)
     T, B, I, H = shape
     torch.manual_seed(0)
     ext, ref = make_pair(cell, I, H, 1, bidirectional, True, dtype=torch.float32)
@@ -405,13 +406,18 @@ def check_matches_nn(monkeypatch, cell, dtype, shape, bidirectional, expect_back
     tf32 = dtype == torch.float32 and tf32_in_effect()
     # tensor cores for half types, and for float32 where TF32 is allowed (and only there)
     tensor_cores = (dtype != torch.float32 or tf32) and torch.cuda.get_device_capability()[0] >= 8
-    check_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma_kernel", tensor_cores)
+    launched = "_cluster_kernel" if cluster and torch.cuda.get_device_capability()[0] >= 9 else "_kernel"
+    check_ran(lambda: ext(*leaves("cuda", dtype)), "persistent_forward_mma" + launched, tensor_cores)
     check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward", expect_backward)
+    if launched != "_kernel":  # the forward and the backward as clusters, not on the grid
+        check_ran(lambda: ext(*leaves("cuda", dtype)), "_cluster_kernel")
+        check_ran(lambda: ext(*leaves("cuda", dtype)), "forward_kernel", False)
+        check_ran(lambda: run(ext, *leaves("cuda", dtype)), "backward_kernel", False)
     # (TF32 on a GPU with less shared memory a block than sm_80's, e.g. 99 KB on sm_86/89: the
     # tensor-core backward may not fit and the scalar one run; not asserted there)
     backward_fits = not tf32 or tf32_backward_fits(cell, B, H)
     if check_tensor_cores and expect_backward and backward_fits:
-        check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_mma_kernel", tensor_cores)
+        check_ran(lambda: run(ext, *leaves("cuda", dtype)), "persistent_backward_mma" + launched, tensor_cores)
     again = run(ext, *leaves("cuda", dtype))
     assert all(torch.equal(a, b) for a, b in zip(got, again)), "two runs differ"
     errors, gemm_errors = max_errors(got, want), max_errors(gemm, want)
@@ -548,4 +554,48 @@ def test_bad_units_value_raises(monkeypatch, value):
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
     monkeypatch.setenv("RNN_EXT_PERSISTENT_UNITS", value)
     with pytest.raises(RuntimeError, match=f"RNN_EXT_PERSISTENT_UNITS must be an integer from 1 to 32, got '{value}'"):
+        ext(torch.randn(3, 2, 4, device="cuda"))
+
+
+# (T, B, I, H): one cluster of 16 blocks of 2, 4 and 13 hidden units (200 = 15 * 13 + 5: the
+# last block fewer), one and two batch passes of the tensor-core kernels, one to three of the scalar ones
+CLUSTER_SHAPES = [(7, 3, 5, 20), (6, 16, 8, 64), (5, 19, 16, 200)]
+
+
+@pytest.mark.parametrize("shape", CLUSTER_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_cluster_launch_matches_nn(monkeypatch, cell, dtype, shape):
+    """RNN_EXT_PERSISTENT_CLUSTER=1: on sm_90+ both persistent kernels run as one thread-block
+    cluster, with the cluster's barrier between steps instead of the grid's; parity with
+    float64 torch.nn and repeatability as on the grid launch (before sm_90 the grid kernels
+    run). In float32 the scalar kernels sum each unit in one warp whatever the units per
+    block, so the cluster and grid launches agree bitwise."""
+    monkeypatch.setenv("RNN_EXT_PERSISTENT_CLUSTER", "1")
+    check_matches_nn(monkeypatch, cell, dtype, shape, False, cluster=True)
+    if dtype == torch.float32:
+        T, B, I, H = shape
+        torch.manual_seed(0)
+        ext, _ = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
+        ext = ext.cuda()
+
+        def leaves():
+            gen = torch.Generator().manual_seed(1)
+            x = torch.randn(T, B, I, generator=gen).cuda().requires_grad_()
+            h = [torch.randn(1, B, H, generator=gen).cuda().requires_grad_() for _ in range(2 if cell == "LSTM" else 1)]
+            return x, tuple(h) if cell == "LSTM" else h[0]
+
+        monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+        cluster = run(ext, *leaves())
+        monkeypatch.setenv("RNN_EXT_PERSISTENT_CLUSTER", "0")
+        grid = run(ext, *leaves())
+        assert all(torch.equal(a, b) for a, b in zip(cluster, grid)), "cluster and grid launches differ"
+
+
+@pytest.mark.parametrize("value", ["2", "yes", "on"])
+def test_bad_cluster_value_raises(monkeypatch, value):
+    ext = rnn_ext.GRU(4, 8).cuda()
+    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
+    monkeypatch.setenv("RNN_EXT_PERSISTENT_CLUSTER", value)
+    with pytest.raises(RuntimeError, match=f"RNN_EXT_PERSISTENT_CLUSTER must be 0 or 1, got '{value}'"):
         ext(torch.randn(3, 2, 4, device="cuda"))

@@ -39,8 +39,6 @@
 namespace rnn_ext {
 namespace {
 
-namespace cg = cooperative_groups;
-
 // Dynamic shared memory, each part 16-byte aligned: W_hh^T's rows of this
 // block's units (U x NG*H, storage type); dL/dh of its units (B x U, float);
 // LSTM dL/dc or GRU dh*z (B x U, float); then `staged` rows of gate gradients
@@ -161,8 +159,9 @@ __device__ __forceinline__ void store_state(const SequenceBackward& s, const flo
 
 // U: units per block; staged: gate-gradient rows staged in shared memory at a
 // time (a multiple of kRowsPerPass).
-template <typename T, SequenceCell C>
-__global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_t staged) {
+// Barrier: GridBarrier or ClusterBarrier (persistent_common.cuh), as launched.
+template <typename T, SequenceCell C, typename Barrier>
+__device__ __forceinline__ void backward_steps(const SequenceBackward s, int64_t U, int64_t staged) {
   constexpr int64_t NG = gates_of(C);
   extern __shared__ float4 smem_f4[];
   char* smem = reinterpret_cast<char*>(smem_f4);
@@ -180,11 +179,11 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
   __syncthreads();
 
   const T* gate_grads = static_cast<const T*>(C == SequenceCell::kGru ? s.grad_gates_hh : s.grad_gates);
-  cg::grid_group grid = cg::this_grid();
+  Barrier barrier;
   for (int64_t step = s.T - 1; step >= 0; --step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
     pointwise_step<T, C>(s, dh_sm, aux_sm, U, units, j0, step, t, tid, nthreads);
-    grid.sync();  // every unit's gate gradients of time t written before any block reads them
+    barrier.sync();  // every unit's gate gradients of time t written before any block reads them
     // B: dL/dh_{t-1} of this block's units.
     const T* gt = gate_grads + t * B * G;
     for (int64_t b0 = 0; b0 < B; b0 += kRowsPerPass) {
@@ -226,16 +225,22 @@ __global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_
   store_state<T, C>(s, dh_sm, aux_sm, U, units, j0, tid, nthreads);
 }
 
+template <typename T, SequenceCell C>
+__global__ void persistent_backward_kernel(SequenceBackward s, int64_t U, int64_t staged) {
+  backward_steps<T, C, GridBarrier>(s, U, staged);
+}
+template <typename T, SequenceCell C>
+__global__ void persistent_backward_cluster_kernel(SequenceBackward s, int64_t U, int64_t staged) {
+  backward_steps<T, C, ClusterBarrier>(s, U, staged);
+}
+
 // float16 / bfloat16 (float32 as TF32) on sm_80+: the same, with phase B on the tensor cores
 // (persistent_common.cuh): D (the block's U units, padded to 16, x 16 batch
 // rows) = W_hh^T's rows (U x G) x the pass's 16 gate-gradient rows, G split
 // over the 8 warps. Shared memory: MmaSmem (W_hh^T's rows, partial tiles),
 // dL/dh and aux (B x U float each, 128-byte aligned), staged gate-gradient rows.
-// (launch bounds: one block a multiprocessor, as launched; with the thread count
-// alone ptxas held some of these kernels to 64 registers and spilled, sm_90)
-template <typename T, SequenceCell C>
-__global__ void __launch_bounds__(kMmaWarps * 32, 1)
-    persistent_backward_mma_kernel(SequenceBackward s, int64_t U, int64_t staged) {
+template <typename T, SequenceCell C, typename Barrier>
+__device__ __forceinline__ void backward_mma_steps(const SequenceBackward s, int64_t U, int64_t staged) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: the launcher asks for sm_80 code
 #else
@@ -258,11 +263,11 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   __syncthreads();
 
   const T* gate_grads = static_cast<const T*>(C == SequenceCell::kGru ? s.grad_gates_hh : s.grad_gates);
-  cg::grid_group grid = cg::this_grid();
+  Barrier barrier;
   for (int64_t step = s.T - 1; step >= 0; --step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
     pointwise_step<T, C>(s, dh_sm, aux_sm, U, units, j0, step, t, tid, nthreads);
-    grid.sync();  // every unit's gate gradients of time t written before any block reads them
+    barrier.sync();  // every unit's gate gradients of time t written before any block reads them
     const T* gt = gate_grads + t * B * G;
     for (int64_t b0 = 0; b0 < B; b0 += kTile) {
       const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
@@ -287,6 +292,19 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
 #endif
 }
 
+// (launch bounds: one block a multiprocessor, as launched; with the thread count
+// alone ptxas held some of these kernels to 64 registers and spilled, sm_90)
+template <typename T, SequenceCell C>
+__global__ void __launch_bounds__(kMmaWarps * 32, 1)
+    persistent_backward_mma_kernel(SequenceBackward s, int64_t U, int64_t staged) {
+  backward_mma_steps<T, C, GridBarrier>(s, U, staged);
+}
+template <typename T, SequenceCell C>
+__global__ void __launch_bounds__(kMmaWarps * 32, 1)
+    persistent_backward_mma_cluster_kernel(SequenceBackward s, int64_t U, int64_t staged) {
+  backward_mma_steps<T, C, ClusterBarrier>(s, U, staged);
+}
+
 template <typename T, SequenceCell C>
 struct BackwardLaunch {
   static bool run(const SequenceBackward& s) {
@@ -301,7 +319,7 @@ struct BackwardLaunch {
       const int64_t B = s.B;
       if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
-              mma, s, dev,
+              mma, &persistent_backward_mma_cluster_kernel<T, C>, s, dev,
               [&](int64_t U) {  // + dL/dh and aux, B x U float each
                 return MmaSmem(U, G, sizeof(T)).fixed() + 2 * round_up(B * U * static_cast<int64_t>(sizeof(float)), 128);
               },
@@ -310,7 +328,7 @@ struct BackwardLaunch {
         return true;
     }
     return launch_persistent_kernel(
-        &persistent_backward_kernel<T, C>, s, dev,
+        &persistent_backward_kernel<T, C>, &persistent_backward_cluster_kernel<T, C>, s, dev,
         [&](int64_t U) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },
         G * static_cast<int64_t>(sizeof(T)), BlockShape{}, "sequence_backward_cuda");
   }

@@ -6,6 +6,7 @@
 #include "common/cell_steps.h"
 #include "cuda/scalar_math.cuh"
 
+#include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -20,6 +21,8 @@
 
 namespace rnn_ext {
 namespace {
+
+namespace cg = cooperative_groups;
 
 constexpr int64_t kRowsPerPass = 8;  // batch rows a warp sums at once (accumulators per lane)
 constexpr int64_t kMaxUnits = 32;    // units per block, one warp each: at most 1024 threads
@@ -61,6 +64,28 @@ __device__ __forceinline__ void copy_overlapped(int64_t n, int64_t tid, int64_t 
     }
   }
 }
+
+// The barrier between two steps: each block's global writes before it are
+// seen by every block's reads after it (release / acquire).
+//   GridBarrier     every block of a cooperative launch (cooperative groups'
+//                   grid barrier, through atomics in L2);
+//   ClusterBarrier  every block of a launch that is one thread-block cluster
+//                   (sm_90+: the hardware's cluster barrier, barrier.cluster
+//                   arrive.release / wait.acquire).
+struct GridBarrier {
+  cg::grid_group grid;
+  __device__ GridBarrier() : grid(cg::this_grid()) {}
+  __device__ __forceinline__ void sync() { grid.sync(); }
+};
+struct ClusterBarrier {
+  __device__ __forceinline__ void sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    cg::this_cluster().sync();
+#else
+    __trap();  // never launched there: the launcher asks for sm_90 code
+#endif
+  }
+};
 
 // This block's hidden units j0 .. j0+units-1 (the last block may own fewer
 // than U) and this thread's place in the block.
@@ -316,14 +341,96 @@ inline int64_t units_per_block(int64_t H, int64_t sms) {
   return U > least ? U : least;
 }
 
+// Rows of the batch a block stages at a time beside `fixed` bytes of shared
+// memory: as many as fit in smem_max, up to the whole batch, a multiple of the
+// rows per pass (0: not one pass fits).
+inline int64_t staged_rows(int64_t smem_max, int64_t fixed, int64_t per_row, int64_t B, int64_t pass) {
+  const int64_t room = smem_max > fixed ? (smem_max - fixed) / per_row / pass * pass : 0;
+  const int64_t batch = round_up(B, pass);
+  return batch < room ? batch : room;
+}
+
+// RNN_EXT_PERSISTENT_CLUSTER (read per launch): "1" launches a persistent
+// kernel as one thread-block cluster where one fits (sm_90+: up to 16 blocks,
+// so H <= 16 * kMaxUnits, each block holding its units' W_hh rows), with the
+// cluster's hardware barrier between steps instead of the grid barrier (see
+// launch_cluster); "0" or unset: the cooperative grid launch. Off by default
+// until it has been tested and timed on a GPU (bench/units_sweep.py's
+// "cluster" variant). Any other value throws.
+inline bool cluster_wanted() {
+  const char* env = std::getenv("RNN_EXT_PERSISTENT_CLUSTER");
+  if (env == nullptr || std::string(env) == "0") return false;
+  if (std::string(env) == "1") return true;
+  throw std::runtime_error(std::string("rnn_ext: RNN_EXT_PERSISTENT_CLUSTER must be 0 or 1, got '") + env + "'");
+}
+
+// The most blocks a cluster may have (sm_90's non-portable limit; 8 is the
+// portable one, tried when 16 cannot be scheduled).
+constexpr int64_t kMaxClusterBlocks = 16;
+
+// Launches `kernel` (built with ClusterBarrier) as one cluster of blocks
+// owning ceil(H / blocks) units each, 16 blocks or else 8, and returns true;
+// false without launching where no such cluster fits (the caller then
+// launches the grid kernel). Shared memory and threads as launch_persistent_kernel.
+template <typename Kernel, typename Args, typename Fixed>
+inline bool launch_cluster(Kernel kernel, const Args& s, const PersistentDevice& dev, const Fixed& fixed,
+                           int64_t per_row, BlockShape shape, const char* what) {
+  const cudaFuncAttributes attrs = kernel_attributes(kernel);
+  if (dev.major < 9 || attrs.ptxVersion < 90) return declined("cluster: no sm_90 code for this device");
+  const int64_t H = s.hidden, pass = shape.rows_per_pass;
+  const int64_t smem_max = dev.smem_optin - static_cast<int64_t>(attrs.sharedSizeBytes);
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max)) !=
+          cudaSuccess ||
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+    cudaGetLastError();
+    return declined("cluster: setting the kernel's attributes");
+  }
+  for (const int64_t size : {kMaxClusterBlocks, int64_t{8}}) {
+    const int64_t U = (H + size - 1) / size, blocks = (H + U - 1) / U;
+    const int64_t threads = shape.threads ? shape.threads : 32 * U;
+    if (U > kMaxUnits || threads > attrs.maxThreadsPerBlock) return declined("cluster: too many units per block");
+    const int64_t staged = staged_rows(smem_max, fixed(U), per_row, s.B, pass);
+    if (staged < pass) continue;  // (fewer blocks only need more shared memory each)
+    cudaLaunchAttribute cluster_dim[1];
+    cluster_dim[0].id = cudaLaunchAttributeClusterDimension;
+    cluster_dim[0].val.clusterDim.x = static_cast<unsigned>(blocks);
+    cluster_dim[0].val.clusterDim.y = 1;
+    cluster_dim[0].val.clusterDim.z = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3(static_cast<unsigned>(blocks));
+    config.blockDim = dim3(static_cast<unsigned>(threads));
+    config.dynamicSmemBytes = static_cast<size_t>(fixed(U) + staged * per_row);
+    config.stream = static_cast<cudaStream_t>(s.stream);
+    config.attrs = cluster_dim;
+    config.numAttrs = 1;
+    int clusters = 0;
+    if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &config) != cudaSuccess) {
+      cudaGetLastError();
+      continue;
+    }
+    if (clusters < 1) continue;  // (e.g. 16 blocks where only portable clusters are scheduled)
+    Args args = s;
+    int64_t units = U, staged_rows_arg = staged;
+    void* params[] = {&args, &units, &staged_rows_arg};
+    const cudaError_t err = cudaLaunchKernelExC(&config, reinterpret_cast<const void*>(kernel), params);
+    if (err == cudaSuccess) return true;
+    cudaGetLastError();
+    throw std::runtime_error(std::string(what) + ": cluster launch failed: " + cudaGetErrorString(err));
+  }
+  return declined("cluster: no cluster of 16 or 8 blocks fits");
+}
+
 // The launch of a persistent kernel `kernel(args, units, staged)` for s on
-// dev, or false when it does not fit. Each block owns U = units_per_block(H)
-// hidden units; the kernel's registers bound its threads; its
+// dev, or false when it does not fit: as one cluster (`cluster_kernel`, the
+// same kernel built with ClusterBarrier) where RNN_EXT_PERSISTENT_CLUSTER asks
+// for it and one fits, else cooperatively (`kernel`, GridBarrier). Each block of
+// the cooperative launch owns U = units_per_block(H) hidden units; the kernel's registers bound its threads; its
 // shared memory is fixed(U) bytes plus `staged` rows of per_row bytes: as many
 // rows as fit, up to the whole batch, a multiple of the rows per pass.
 template <typename Kernel, typename Args, typename Fixed>
-inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const PersistentDevice& dev, const Fixed& fixed,
-                                     int64_t per_row, BlockShape shape, const char* what) {
+inline bool launch_persistent_kernel(Kernel kernel, Kernel cluster_kernel, const Args& s, const PersistentDevice& dev,
+                                     const Fixed& fixed, int64_t per_row, BlockShape shape, const char* what) {
+  if (cluster_wanted() && launch_cluster(cluster_kernel, s, dev, fixed, per_row, shape, what)) return true;
   const int64_t H = s.hidden, U = units_per_block(H, dev.sms), pass = shape.rows_per_pass;
   const int64_t threads = shape.threads ? shape.threads : 32 * U;
   const cudaFuncAttributes attrs = kernel_attributes(kernel);
@@ -335,13 +442,11 @@ inline bool launch_persistent_kernel(Kernel kernel, const Args& s, const Persist
   // asking for the whole opt-in maximum fails and every call would silently
   // take the GEMM path.
   const int64_t smem_max = dev.smem_optin - static_cast<int64_t>(attrs.sharedSizeBytes);
-  const int64_t room = (smem_max - fixed(U)) / per_row / pass * pass;
-  const int64_t batch = round_up(s.B, pass);
-  const int64_t staged = batch < room ? batch : room;
+  const int64_t staged = staged_rows(smem_max, fixed(U), per_row, s.B, pass);
   if (staged < pass) return declined("W_hh and the state do not fit in shared memory");
   Args args = s;
-  int64_t units = U, staged_rows = staged;
-  void* params[] = {&args, &units, &staged_rows};
+  int64_t units = U, staged_rows_arg = staged;
+  void* params[] = {&args, &units, &staged_rows_arg};
   return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U) + staged * per_row, smem_max, dev, params,
                             s.stream, what);
 }

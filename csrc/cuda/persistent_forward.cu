@@ -36,8 +36,6 @@
 namespace rnn_ext {
 namespace {
 
-namespace cg = cooperative_groups;
-
 // Dynamic shared memory: W_hh's rows of this block (NG*U x H, storage type),
 // then `staged` rows of h_{t-1} (a multiple of kRowsPerPass, x H, storage type), 16-byte aligned.
 __host__ __device__ inline int64_t weight_bytes(int64_t rows, int64_t H, int64_t elem) {
@@ -155,8 +153,9 @@ __device__ __forceinline__ void cell_update(const SequenceForward& s, const RowI
 // U: units per block; staged: rows of h_{t-1} staged in shared memory at a
 // time (a multiple of kRowsPerPass), so that a step waits on L2 once per
 // `staged` rows rather than once per pass.
-template <typename T, SequenceCell C>
-__global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t staged) {
+// Barrier: GridBarrier or ClusterBarrier (persistent_common.cuh), as launched.
+template <typename T, SequenceCell C, typename Barrier>
+__device__ __forceinline__ void forward_steps(const SequenceForward s, int64_t U, int64_t staged) {
   constexpr int64_t NG = gates_of(C);
   extern __shared__ float4 smem_f4[];
   char* smem = reinterpret_cast<char*>(smem_f4);
@@ -169,7 +168,7 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
   load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, NG * U, H, tid, nthreads);
   const UnitBias<C> bias = load_unit_bias<T, C>(s, warp < units ? j0 + warp : j0);
 
-  cg::grid_group grid = cg::this_grid();
+  Barrier barrier;
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
     const T* h_prev = previous_hidden<T>(s, step, t);
@@ -228,8 +227,17 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
           cell_update<T, C>(s, in, bias, mine, to_acc(h_pass[lane * H + j]), t * B + b0 + lane, b0 + lane, j);
       }
     }
-    grid.sync();  // h_t of every unit written before any block reads it
+    barrier.sync();  // h_t of every unit written before any block reads it
   }
+}
+
+template <typename T, SequenceCell C>
+__global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t staged) {
+  forward_steps<T, C, GridBarrier>(s, U, staged);
+}
+template <typename T, SequenceCell C>
+__global__ void persistent_forward_cluster_kernel(SequenceForward s, int64_t U, int64_t staged) {
+  forward_steps<T, C, ClusterBarrier>(s, U, staged);
 }
 
 // ------------------------------------------------------------ tensor cores
@@ -243,11 +251,8 @@ __global__ void persistent_forward_kernel(SequenceForward s, int64_t U, int64_t 
 // order (a fixed order: bitwise repeatable), then one thread per (unit, row)
 // applies the gate math.
 
-// (launch bounds: one block a multiprocessor, as launched; with the thread count
-// alone ptxas held some of these kernels to 64 registers and spilled, sm_90)
-template <typename T, SequenceCell C>
-__global__ void __launch_bounds__(kMmaWarps * 32, 1)
-    persistent_forward_mma_kernel(SequenceForward s, int64_t U, int64_t staged) {
+template <typename T, SequenceCell C, typename Barrier>
+__device__ __forceinline__ void forward_mma_steps(const SequenceForward s, int64_t U, int64_t staged) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // never launched there: the launcher asks for compute capability 8.0
 #else
@@ -269,7 +274,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
   const bool first_ok = tid < units * kTile;
   const int64_t u0 = tid / kTile, n0 = tid % kTile;
 
-  cg::grid_group grid = cg::this_grid();
+  Barrier barrier;
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
     const T* h_prev = previous_hidden<T>(s, step, t);
@@ -307,9 +312,22 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 1)
                             hp, t * B + b, b, j0 + u);
       }
     }
-    grid.sync();  // h_t of every unit written before any block reads it
+    barrier.sync();  // h_t of every unit written before any block reads it
   }
 #endif
+}
+
+// (launch bounds: one block a multiprocessor, as launched; with the thread count
+// alone ptxas held some of these kernels to 64 registers and spilled, sm_90)
+template <typename T, SequenceCell C>
+__global__ void __launch_bounds__(kMmaWarps * 32, 1)
+    persistent_forward_mma_kernel(SequenceForward s, int64_t U, int64_t staged) {
+  forward_mma_steps<T, C, GridBarrier>(s, U, staged);
+}
+template <typename T, SequenceCell C>
+__global__ void __launch_bounds__(kMmaWarps * 32, 1)
+    persistent_forward_mma_cluster_kernel(SequenceForward s, int64_t U, int64_t staged) {
+  forward_mma_steps<T, C, ClusterBarrier>(s, U, staged);
 }
 
 template <typename T, SequenceCell C>
@@ -326,14 +344,14 @@ struct ForwardLaunch {
       auto mma = &persistent_forward_mma_kernel<T, C>;
       if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
-              mma, s, dev, [&](int64_t U) { return MmaSmem(gates_of(C) * U, H, sizeof(T)).fixed(); },
+              mma, &persistent_forward_mma_cluster_kernel<T, C>, s, dev, [&](int64_t U) { return MmaSmem(gates_of(C) * U, H, sizeof(T)).fixed(); },
               MmaSmem(1, H, sizeof(T)).ld * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
               "sequence_forward_cuda"))
         return true;
     }
     // W_hh's rows of the block's units; then h_{t-1} rows.
     return launch_persistent_kernel(
-        &persistent_forward_kernel<T, C>, s, dev,
+        &persistent_forward_kernel<T, C>, &persistent_forward_cluster_kernel<T, C>, s, dev,
         [&](int64_t U) { return weight_bytes(gates_of(C) * U, H, sizeof(T)); },
         H * static_cast<int64_t>(sizeof(T)), BlockShape{}, "sequence_forward_cuda");
   }
