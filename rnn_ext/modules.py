@@ -62,7 +62,11 @@ class _RecurrentLayer(nn.RNNBase):
     def _weights(self) -> list[Optional[Tensor]]:
         # Read the attributes on every call (not the cached _flat_weights list),
         # so functional_call, parametrizations and weight_norm are honoured.
-        return [getattr(self, n, None) for n in self._flat_weights_names]
+        weights = [getattr(self, n, None) for n in self._flat_weights_names]
+        for i, w in enumerate(weights):
+            if w is None:  # a parameter set to None: torch.nn's error, not a run without it
+                raise TypeError(f"expected Tensor as element {i} in argument 2, but got NoneType")
+        return weights
 
     def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
         weight = getattr(self, self._flat_weights_names[0])

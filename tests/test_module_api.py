@@ -799,6 +799,22 @@ def test_weight_drop_style_plain_tensor_and_tied_weights(name):
     _assert_same_output(ref(x), new(x))
 
 
+@pytest.mark.parametrize("attr", ["bias_hh_l0", "bias_ih_l1_reverse", "weight_hh_l1"])
+@pytest.mark.parametrize("name", LAYERS)
+def test_parameter_set_to_none_raises_as_nn(name, attr):
+    """A weight or bias replaced by None: torch.nn's TypeError (naming its place in the flat
+    weight list), not a run without it."""
+    ref, new = _pair(name, 3, 4, 2, bidirectional=True)
+    errors = []
+    for m in (ref, new):
+        delattr(m, attr)
+        setattr(m, attr, None)
+        with pytest.raises(TypeError) as info:
+            m(torch.randn(5, 2, 3))
+        errors.append(str(info.value))
+    assert errors[1] == errors[0]
+
+
 @pytest.mark.parametrize("name", LAYERS)
 def test_load_state_dict_assign(name):
     ref, new = _pair(name, 3, 4)
