@@ -274,7 +274,7 @@ __device__ __forceinline__ void backward_mma_steps(const SequenceBackward s, int
       __syncthreads();  // the previous pass is done with `part` and g_sm
       if (s0 == 0) {
         const int64_t ns = B - b0 < staged ? B - b0 : staged;
-        stage_padded_rows(g_sm, gt + b0 * G, ns, round_up(ns, kTile), G, L.ld, tid, nthreads);
+        stage_padded_rows<T, 8>(g_sm, gt + b0 * G, ns, round_up(ns, kTile), G, L.ld, tid, nthreads);
         __syncthreads();
       }
       mma_partials(L, wt_sm, g_sm + s0 * L.ld, part, warp, warps);

@@ -99,13 +99,16 @@ struct BlockUnits {
 // dst (fill rows, ld apart) = rows [0, ns) of src (rows of H), zero-padded
 // to ld columns and `fill` rows, in the storage type; through L2, 16-byte
 // loads when the rows of both are whole 16-byte pieces and src is aligned
-// (dst is 16-byte aligned), else element loads.
-template <typename T>
+// (dst is 16-byte aligned), kInFlight of them issued before their stores,
+// else element loads. The tensor-core kernels take 8 in flight: 16 rows of
+// H=768 bfloat16 on 256 threads are 6 pieces a thread, one round trip to L2
+// instead of two; the scalar kernels keep 4 (8 cost them 20-30 registers a
+// thread, and their threads are bounded by registers: 32 a unit).
+template <typename T, int64_t kInFlight = 4>
 __device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t ns, int64_t fill, int64_t H,
                                                   int64_t ld, int64_t tid, int64_t nthreads) {
   constexpr int64_t V = 16 / sizeof(T);  // elements per 16 bytes
   if (H % V == 0 && ld % V == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-    constexpr int64_t kInFlight = 4;
     const int64_t per_row = ld / V, src_row = H / V, n = fill * per_row;
     const uint4* src16 = reinterpret_cast<const uint4*>(src);
     uint4* dst16 = reinterpret_cast<uint4*>(dst);

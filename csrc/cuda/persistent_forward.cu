@@ -290,7 +290,7 @@ __device__ __forceinline__ void forward_mma_steps(const SequenceForward s, int64
       __syncthreads();  // the previous pass is done with `part` (and h_sm, and W is in place)
       if (s0 == 0) {
         const int64_t ns = B - b0 < staged ? B - b0 : staged;
-        stage_padded_rows(h_sm, h_prev + b0 * H, ns, round_up(ns, kTile), H, L.ld, tid, nthreads);
+        stage_padded_rows<T, 8>(h_sm, h_prev + b0 * H, ns, round_up(ns, kTile), H, L.ld, tid, nthreads);
         __syncthreads();
       }
       const T* h_pass = h_sm + s0 * L.ld;
