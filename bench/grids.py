@@ -59,6 +59,11 @@ GRIDS: dict[str, Grid] = {
     # `make bench-full`: the cpu grid of DESIGN.md §4.
     "cpu": Grid("cpu", tuple(_p(*s) for s in _CPU_SHAPES), CELLS, "cpu",
                 budget_s=20.0, round_s=1.0, peak_s=2.0),
+    # The cpu grid's shapes in bfloat16, and its first two in float16 (torch.nn's float16 CPU LSTM
+    # takes seconds a training call there): the half-precision CPU layers (float32 kernels inside).
+    "cpu-half": Grid("cpu-half", tuple(_p(*s, "bfloat16") for s in _CPU_SHAPES)
+                     + tuple(_p(*s, "float16") for s in _CPU_SHAPES[:2]), CELLS, "cpu",
+                     budget_s=8.0, round_s=0.4, peak_s=1.0),
     # The gpu grid of DESIGN.md §4, each shape in fp32 and bf16.
     "gpu": Grid("gpu", tuple(_p(*s, dt) for s in _GPU_SHAPES for dt in ("float32", "bfloat16")), CELLS, "cuda",
                 budget_s=3.0, round_s=0.02, min_rounds=5, max_rounds=200, peak_s=1.0),

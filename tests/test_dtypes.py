@@ -145,6 +145,37 @@ def test_half_types_cpu_within_2x_of_torch_nn(name, dtype):
     compare_low_precision(name, dtype, "cpu", fixed_bound=16 * UNIT[dtype])
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_half_types_cpu_layers_run_in_float32(name, dtype, packed):
+    """On the CPU the half-precision layers run the float32 kernels on their values rounded up
+    (exact) and round the results once (rnn_ext/functional.py): outputs and every gradient equal,
+    bitwise, to a float32 module's on the same values, rounded to the dtype."""
+    _, ext_cls, kw = LAYERS[name]
+    torch.manual_seed(0)
+    half = ext_cls(5, 6, num_layers=2, bidirectional=True, **kw).to(dtype)
+    full = copy.deepcopy(half).float()
+    D = 2 * 2
+    x = torch.randn(7, 3, 5).to(dtype)
+    h_out = kw.get("proj_size", 6)
+    hx = [torch.randn(D, 3, h_out).to(dtype)] + ([torch.randn(D, 3, 6).to(dtype)] if name.startswith("LSTM") else [])
+    results = []
+    for module, dt in ((half, dtype), (full, torch.float32)):
+        xs = x.to(dt).requires_grad_()
+        states = [h.to(dt).requires_grad_() for h in hx]
+        inp = pack_padded_sequence(xs, [7, 5, 2]) if packed else xs
+        out, h = module(inp, tuple(states) if len(states) == 2 else states[0])
+        outs = [out.data if packed else out, *(h if isinstance(h, tuple) else (h,))]
+        gen = torch.Generator().manual_seed(1)
+        cotangents = [torch.randn(o.shape, generator=gen).to(dtype).to(dt) for o in outs]
+        grads = torch.autograd.grad(outs, [xs, *states, *module.parameters()], cotangents)
+        results.append([t.to(dtype) for t in (*outs, *grads)])
+    for a, b in zip(*results, strict=True):
+        assert a.dtype == dtype
+        assert torch.equal(a, b)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("name", list(CELLS))
 def test_cells_low_precision(device, name, dtype):
