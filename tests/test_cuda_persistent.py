@@ -557,9 +557,11 @@ def test_bad_units_value_raises(monkeypatch, value):
         ext(torch.randn(3, 2, 4, device="cuda"))
 
 
-# (T, B, I, H): one cluster of 16 blocks of 2, 4 and 13 hidden units (200 = 15 * 13 + 5: the
-# last block fewer), one and two batch passes of the tensor-core kernels, one to three of the scalar ones
-CLUSTER_SHAPES = [(7, 3, 5, 20), (6, 16, 8, 64), (5, 19, 16, 200)]
+# (T, B, I, H): one cluster of ceil(H / U) blocks of U = ceil(H / 16) hidden units: 10 blocks of
+# 2, 16 of 6 (the grid launch takes 24 blocks of 4 there), 16 of 13 (200 = 15 * 13 + 5: the last
+# block fewer), and 16 of 16 over 48 steps (a barrier that let a block run ahead would show over
+# many steps); one and two batch passes of the tensor-core kernels, one to three of the scalar ones
+CLUSTER_SHAPES = [(7, 3, 5, 20), (6, 16, 8, 96), (5, 19, 16, 200), (48, 2, 8, 256)]
 
 
 @pytest.mark.parametrize("shape", CLUSTER_SHAPES, ids=lambda s: "x".join(map(str, s)))

@@ -371,24 +371,31 @@ inline bool cluster_wanted() {
 // portable one, tried when 16 cannot be scheduled).
 constexpr int64_t kMaxClusterBlocks = 16;
 
-// Launches `kernel` (built with ClusterBarrier) as one cluster of blocks
-// owning ceil(H / blocks) units each, 16 blocks or else 8, and returns true;
-// false without launching where no such cluster fits (the caller then
-// launches the grid kernel). Shared memory and threads as launch_persistent_kernel.
+// Launches `kernel` (built with ClusterBarrier) as one cluster of
+// ceil(H / U) blocks owning U = ceil(H / 16) units each (at most 16 blocks;
+// with ceil(H / 8) units, at most 8, where 16 cannot be scheduled), and
+// returns true; false without launching where no such cluster fits or the
+// launch fails (the caller then launches the grid kernel). Shared memory and
+// threads as launch_persistent_kernel.
 template <typename Kernel, typename Args, typename Fixed>
 inline bool launch_cluster(Kernel kernel, const Args& s, const PersistentDevice& dev, const Fixed& fixed,
-                           int64_t per_row, BlockShape shape, const char* what) {
+                           int64_t per_row, BlockShape shape) {
   const cudaFuncAttributes attrs = kernel_attributes(kernel);
   if (dev.major < 9 || attrs.ptxVersion < 90) return declined("cluster: no sm_90 code for this device");
   const int64_t H = s.hidden, pass = shape.rows_per_pass;
   const int64_t smem_max = dev.smem_optin - static_cast<int64_t>(attrs.sharedSizeBytes);
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max)) !=
-          cudaSuccess ||
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) != cudaSuccess) {
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_max));
+  if (err != cudaSuccess) {
     cudaGetLastError();
-    return declined("cluster: setting the kernel's attributes");
+    return declined("cluster: setting the dynamic shared memory limit", err);
   }
+  // Clusters over 8 blocks need the non-portable size allowed; without it only 8 is tried.
+  const bool non_portable = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
+                            cudaSuccess;
+  if (!non_portable) cudaGetLastError();
   for (const int64_t size : {kMaxClusterBlocks, int64_t{8}}) {
+    if (size > 8 && !non_portable) continue;
     const int64_t U = (H + size - 1) / size, blocks = (H + U - 1) / U;
     const int64_t threads = shape.threads ? shape.threads : 32 * U;
     if (U > kMaxUnits || threads > attrs.maxThreadsPerBlock) return declined("cluster: too many units per block");
@@ -415,10 +422,12 @@ inline bool launch_cluster(Kernel kernel, const Args& s, const PersistentDevice&
     Args args = s;
     int64_t units = U, staged_rows_arg = staged;
     void* params[] = {&args, &units, &staged_rows_arg};
-    const cudaError_t err = cudaLaunchKernelExC(&config, reinterpret_cast<const void*>(kernel), params);
+    err = cudaLaunchKernelExC(&config, reinterpret_cast<const void*>(kernel), params);
     if (err == cudaSuccess) return true;
+    // The occupancy query's answer is no promise (other work, MPS or green-context limits):
+    // the grid launch runs instead, and reports an error that is not the cluster's.
     cudaGetLastError();
-    throw std::runtime_error(std::string(what) + ": cluster launch failed: " + cudaGetErrorString(err));
+    return declined("cluster launch", err);
   }
   return declined("cluster: no cluster of 16 or 8 blocks fits");
 }
@@ -433,7 +442,7 @@ inline bool launch_cluster(Kernel kernel, const Args& s, const PersistentDevice&
 template <typename Kernel, typename Args, typename Fixed>
 inline bool launch_persistent_kernel(Kernel kernel, Kernel cluster_kernel, const Args& s, const PersistentDevice& dev,
                                      const Fixed& fixed, int64_t per_row, BlockShape shape, const char* what) {
-  if (cluster_wanted() && launch_cluster(cluster_kernel, s, dev, fixed, per_row, shape, what)) return true;
+  if (cluster_wanted() && launch_cluster(cluster_kernel, s, dev, fixed, per_row, shape)) return true;
   const int64_t H = s.hidden, U = units_per_block(H, dev.sms), pass = shape.rows_per_pass;
   const int64_t threads = shape.threads ? shape.threads : 32 * U;
   const cudaFuncAttributes attrs = kernel_attributes(kernel);
