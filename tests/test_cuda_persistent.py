@@ -548,12 +548,16 @@ def test_units_per_block_knob_matches_nn(monkeypatch, cell, dtype, units, shape)
     check_matches_nn(monkeypatch, cell, dtype, shape, False)
 
 
-@pytest.mark.parametrize("value", ["0", "33", "eight", "8x"])
-def test_bad_units_value_raises(monkeypatch, value):
+@pytest.mark.parametrize("variable,value,allowed", [
+    *[("RNN_EXT_PERSISTENT_UNITS", v, "an integer from 1 to 32") for v in ("0", "33", "eight", "8x")],
+    *[("RNN_EXT_PERSISTENT_CLUSTER", v, "0 or 1") for v in ("2", "yes", "on")],
+])
+def test_bad_persistent_knob_raises(monkeypatch, variable, value, allowed):
+    """The persistent launch's tuning variables (read at each launch) refuse values they do not know."""
     ext = rnn_ext.GRU(4, 8).cuda()
     monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
-    monkeypatch.setenv("RNN_EXT_PERSISTENT_UNITS", value)
-    with pytest.raises(RuntimeError, match=f"RNN_EXT_PERSISTENT_UNITS must be an integer from 1 to 32, got '{value}'"):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(RuntimeError, match=f"{variable} must be {allowed}, got '{value}'"):
         ext(torch.randn(3, 2, 4, device="cuda"))
 
 
@@ -593,11 +597,3 @@ def test_cluster_launch_matches_nn(monkeypatch, cell, dtype, shape):
         grid = run(ext, *leaves())
         assert all(torch.equal(a, b) for a, b in zip(cluster, grid)), "cluster and grid launches differ"
 
-
-@pytest.mark.parametrize("value", ["2", "yes", "on"])
-def test_bad_cluster_value_raises(monkeypatch, value):
-    ext = rnn_ext.GRU(4, 8).cuda()
-    monkeypatch.setenv("RNN_EXT_CUDA_PATH", "persistent")
-    monkeypatch.setenv("RNN_EXT_PERSISTENT_CLUSTER", value)
-    with pytest.raises(RuntimeError, match=f"RNN_EXT_PERSISTENT_CLUSTER must be 0 or 1, got '{value}'"):
-        ext(torch.randn(3, 2, 4, device="cuda"))
