@@ -14,6 +14,10 @@ Deliberate differences from torch.nn, all stricter or clearer:
   wrong hx batch gives "Expected hidden size ..." instead of an index error.
 - flatten_parameters() is a no-op: the kernels use the parameters in place.
 - torch.jit.script (deprecated) raises a clear error; torch.jit.trace works.
+- A parametrized weight (spectral_norm, orthogonal, ...) is evaluated once
+  per forward; torch.nn evaluates it more than once (twice for an LSTM
+  forward on the CPU), so its spectral_norm power iteration advances more
+  steps a call.
 - The output is saved for backward (as cuDNN saves it): changing it in place
   and then calling backward raises autograd's in-place error, where torch.nn's
   native CPU path (GRU, RNN, float64 LSTM) would run.
