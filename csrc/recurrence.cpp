@@ -868,7 +868,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
   TORCH_CHECK(ws.dim() == 2 && ws.size(0) == s.N && ws.size(1) == 5 * H && ws.scalar_type() == acc,
-              op, ": the workspace was not saved (forward ran with need_grad=False) or does not match");
+              op, ": the workspace was not saved (forward ran with need_grad=False, as in a torch.jit.trace ",
+              "made while nothing required grad: trace again with parameters that require grad) or does not match");
   check_shape(op, "grad_h_n", grad_h_n, {B, Hout});
   check_shape(op, "grad_c_n", grad_c_n, {B, H});
   const Kernels k = kernels_for(input);
@@ -1054,7 +1055,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
   TORCH_CHECK(ws.dim() == 2 && ws.size(0) == s.N && ws.size(1) == 4 * H && ws.scalar_type() == acc,
-              op, ": the workspace was not saved (forward ran with need_grad=False) or does not match");
+              op, ": the workspace was not saved (forward ran with need_grad=False, as in a torch.jit.trace ",
+              "made while nothing required grad: trace again with parameters that require grad) or does not match");
   check_shape(op, "grad_h_n", grad_h_n, {B, H});
   const Kernels k = kernels_for(input);
 

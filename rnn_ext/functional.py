@@ -33,7 +33,7 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
 def autocast_cast(input: Tensor, hx: Sequence[Tensor], weights: Sequence[Optional[Tensor]]):
     """Apply the autocast policy above: cast input, states and weights when autocast is on."""
     cast = autocast_dtype(input.device.type)
-    if cast is None:
+    if cast is None or input.is_complex():  # autocast leaves complex tensors alone
         return input, list(hx), list(weights)
     return (input.to(cast), [h.to(cast) for h in hx],
             [w.to(cast) if w is not None else None for w in weights])
@@ -73,12 +73,25 @@ def recurrence(
         # 2-20x the time of this (and up to 7x torch.nn's). Cells keep the ops' path: at one
         # step the casts cost more than they save.
         dtype = input.dtype
+        _check_state_dtypes(mode, input, hx)  # (the ops' own check, which the casts would pass)
         output, finals = _layers(
             mode, input.float(), [h.float() for h in hx], [w.float() if w is not None else None for w in weights],
             num_layers, bidirectional, has_bias, has_proj, dropout, training, batch_sizes)
         return output.to(dtype), [f.to(dtype) for f in finals]
     return _layers(mode, input, hx, weights, num_layers, bidirectional, has_bias, has_proj, dropout, training,
                    batch_sizes)
+
+
+_C10_NAMES = {torch.float32: "Float", torch.float64: "Double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
+
+
+def _check_state_dtypes(mode: str, input: Tensor, hx: Sequence[Tensor]) -> None:
+    """The ops' error for an initial state whose dtype is not the input's."""
+    op = {"LSTM": "lstm_forward", "GRU": "gru_forward"}.get(mode, "rnn_forward")
+    for name, h in zip(("h0", "c0"), hx):
+        if h.dtype != input.dtype:
+            got, want = (_C10_NAMES.get(t, str(t)) for t in (h.dtype, input.dtype))
+            raise RuntimeError(f"rnn_ext::{op}: {name} has dtype {got} but input has dtype {want}")
 
 
 def _layers(mode, input, hx, weights, num_layers, bidirectional, has_bias, has_proj, dropout, training, batch_sizes):

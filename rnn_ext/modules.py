@@ -20,7 +20,9 @@ Deliberate differences from torch.nn, all stricter or clearer:
   steps a call.
 - The output is saved for backward (as cuDNN saves it): changing it in place
   and then calling backward raises autograd's in-place error, where torch.nn's
-  native CPU path (GRU, RNN, float64 LSTM) would run.
+  native CPU path (GRU, RNN, float64 LSTM) would run. (Only where the module's
+  output is the op's own: one direction, not the CPU half-precision cast;
+  a bidirectional output is a concatenated copy, and backward runs.)
 """
 from __future__ import annotations
 
@@ -296,6 +298,16 @@ class _Cell(nn.RNNCellBase):
     def __prepare_scriptable__(self):
         _refuse_script(self)
 
+    # torch.nn's cell function (its name in torch.nn's errors)
+    _function = ""
+
+    def _check_weights(self) -> None:
+        # a weight set to None: torch.nn's TypeError (its cell function's argument parsing)
+        for position, (arg, weight) in enumerate((("w_ih", self.weight_ih), ("w_hh", self.weight_hh)), start=3):
+            if weight is None and self._function:
+                raise TypeError(f"{self._function}(): argument '{arg}' (position {position}) must be Tensor, "
+                                "not NoneType")
+
     def _prepare(self, input: Tensor, hx: Optional[list[Tensor]], name: str, hx_label: str):
         if input.dim() not in (1, 2):
             raise ValueError(f"{name}: Expected input to be 1D or 2D, got {input.dim()}D instead")
@@ -312,6 +324,7 @@ class _Cell(nn.RNNCellBase):
             hx = [zeros for _ in range(2 if isinstance(self, LSTMCell) else 1)]
         elif not is_batched:
             hx = [h.unsqueeze(0) for h in hx]
+        self._check_weights()
         if input.size(1) != self.input_size:
             raise RuntimeError(f"input has inconsistent input_size: got {input.size(1)} expected {self.input_size}")
         for idx, h in enumerate(hx):
@@ -338,6 +351,10 @@ class RNNCell(_Cell):
         super().__init__(input_size, hidden_size, bias, num_chunks=1, device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
 
+    @property
+    def _function(self) -> str:  # "" for an unknown nonlinearity, which forward reports
+        return f"rnn_{self.nonlinearity}_cell" if self.nonlinearity in ("tanh", "relu") else ""
+
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         x, states, w, is_batched = self._prepare(input, None if hx is None else [hx], "RNNCell", "hidden")
         if self.nonlinearity not in ("tanh", "relu"):
@@ -352,6 +369,8 @@ class LSTMCell(_Cell):
     Inputs: input ``(N, H_in)`` or ``(H_in,)``; hx = ``(h, c)``, each ``(N, H)`` or ``(H,)`` (zeros if omitted).
     Output: ``(h', c')`` with the same rank as the input.
     """
+
+    _function = "lstm_cell"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
@@ -378,6 +397,8 @@ class GRUCell(_Cell):
     Inputs: input ``(N, H_in)`` or ``(H_in,)``; hx ``(N, H)`` or ``(H,)`` (zeros if omitted).
     Output: h' with the same rank as the input.
     """
+
+    _function = "gru_cell"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)

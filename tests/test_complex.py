@@ -90,3 +90,15 @@ def test_complex_relu_fails_as_in_torch_nn(name):
         ref(x)
     with pytest.raises(NotImplementedError, match=str(want.value)):
         ext(x)
+
+
+@pytest.mark.parametrize("name", ["GRU", "LSTMCell"])
+def test_complex_under_cpu_autocast_stays_complex(name):
+    """torch.autocast leaves complex tensors alone; so does rnn_ext's autocast policy."""
+    ref, ext = _pair(name, 3, 4)
+    x = torch.randn(5, 2, 3, dtype=DTYPE) if name == "GRU" else torch.randn(2, 3, dtype=DTYPE)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outs_r, outs_e = _flat(ref(x)), _flat(ext(x))
+    for a, b in zip(outs_e, outs_r, strict=True):
+        assert a.dtype == b.dtype == DTYPE
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -176,6 +176,24 @@ def test_half_types_cpu_layers_run_in_float32(name, dtype, packed):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("state", [0, 1])
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN_TANH"])
+def test_half_types_cpu_layers_check_state_dtypes(name, state):
+    """The float32 detour keeps the ops' check of the initial states' dtype (a float32 state
+    given to a bfloat16 layer is an error, not a silent cast)."""
+    _, ext_cls, kw = LAYERS[name]
+    ext = ext_cls(3, 4, **kw).bfloat16()
+    n_states = 2 if name == "LSTM" else 1
+    if state >= n_states:
+        pytest.skip("one state")
+    states = [torch.zeros(1, 2, 4).bfloat16() for _ in range(n_states)]
+    states[state] = states[state].float()
+    op = {"LSTM": "lstm_forward", "GRU": "gru_forward"}.get(name, "rnn_forward")
+    label = ("h0", "c0")[state]
+    with pytest.raises(RuntimeError, match=f"rnn_ext::{op}: {label} has dtype Float but input has dtype BFloat16"):
+        ext(torch.randn(5, 2, 3).bfloat16(), tuple(states) if n_states == 2 else states[0])
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("name", list(CELLS))
 def test_cells_low_precision(device, name, dtype):

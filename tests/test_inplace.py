@@ -3,7 +3,8 @@
 - A layer's output can be modified in place (out.relu_(), out += residual): the op returns a
   tensor of its own, not a view. Backward afterwards raises autograd's "modified by an inplace
   operation" error, as nn.LSTM's oneDNN (CPU float32) and cuDNN paths do: the output is saved
-  for backward (it holds every h_{t-1}). torch.nn's native CPU path (GRU, RNN, float64 LSTM)
+  for backward (it holds every h_{t-1}). (One direction, float32/float64: a bidirectional
+  output is a concatenated copy, a CPU half-precision one a cast, and backward runs.) torch.nn's native CPU path (GRU, RNN, float64 LSTM)
   saves per-step copies instead and lets that backward run.
 - Final states (h_n, c_n) and the cells' h', c' are not saved: in-place changes followed by
   backward give torch.nn's gradients.

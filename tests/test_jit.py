@@ -105,6 +105,17 @@ def test_trace_made_without_grad_still_trains():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
 
 
+def test_trace_of_a_frozen_model_says_why_it_cannot_train():
+    # Nothing required grad when the trace was made: it runs without the backward workspace
+    # (inference memory); unfrozen later, its backward names the cause instead of failing obscurely.
+    module = LAYERS["LSTM"]().double().requires_grad_(False)
+    traced = _trace(module, _input("LSTM", 2, 4, seed=1))
+    module.requires_grad_(True)
+    out = traced(_input("LSTM", 2, 4, seed=2))[0]
+    with pytest.raises(RuntimeError, match="torch.jit.trace made while nothing required grad"):
+        out.sum().backward()
+
+
 @pytest.mark.parametrize("name", list(MODULES))
 def test_script_refuses_with_the_alternatives(name):
     module = MODULES[name]()

@@ -815,6 +815,31 @@ def test_parameter_set_to_none_raises_as_nn(name, attr):
     assert errors[1] == errors[0]
 
 
+@pytest.mark.parametrize("attr", ["weight_ih", "weight_hh", "bias_ih"])
+@pytest.mark.parametrize("name,kw", [("LSTMCell", {}), ("GRUCell", {}), ("RNNCell", {}),
+                                     ("RNNCell", {"nonlinearity": "relu"})])
+def test_cell_parameter_set_to_none_as_nn(name, kw, attr):
+    """A cell weight set to None: torch.nn's TypeError from its cell function; a bias set to None:
+    torch.nn runs without it, and so does rnn_ext, with the same result."""
+    torch.manual_seed(0)
+    ref = getattr(nn, name)(3, 4, **kw)
+    new = getattr(rnn_ext, name)(3, 4, **kw)
+    new.load_state_dict(ref.state_dict())
+    x = torch.randn(2, 3)
+    outcomes = []
+    for m in (ref, new):
+        delattr(m, attr)
+        setattr(m, attr, None)
+        try:
+            outcomes.append(m(x))
+        except TypeError as e:
+            outcomes.append(str(e))
+    if attr == "bias_ih":
+        _assert_same_output(outcomes[0], outcomes[1])
+    else:
+        assert isinstance(outcomes[0], str) and outcomes[1] == outcomes[0]
+
+
 @pytest.mark.parametrize("name", LAYERS)
 def test_load_state_dict_assign(name):
     ref, new = _pair(name, 3, 4)
