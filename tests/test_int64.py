@@ -70,6 +70,10 @@ ALLOWLIST = [
     ("persistent_common.cuh", r"static_cast<unsigned>\(L\.ld\)", "WMMA's ldm (unsigned): K rounded up to 16, plus 8"),
     ("persistent_common.cuh", r"dim3\(static_cast<unsigned>\(blocks\)\), dim3\(static_cast<unsigned>\(threads\)\)",
      "launch shape: blocks <= multiprocessors, threads <= 1024"),
+    ("persistent_common.cuh", r"clusterDim\.x = static_cast<unsigned>\(blocks\);", "cluster size: blocks <= 16"),
+    ("persistent_common.cuh", r"dim3\(static_cast<unsigned>\((blocks|threads)\)\)",
+     "cluster launch shape: blocks <= 16, threads <= 1024"),
+    ("persistent_common.cuh", r"^int clusters = 0;$", "cudaOccupancyMaxActiveClusters's count"),
 ]
 
 
