@@ -2,7 +2,7 @@
 // sizes and strides: out (M, N) = a (M, K) @ b (K, N), as out^T = b^T a^T.
 // Plain C++ with no torch or CUDA header, so that tests/gemm_plan_check.cpp
 // can run every case on the CPU against a reference (the CUDA caller is
-// csrc/cuda/cublas_float32.cpp).
+// csrc/cuda/cublas_gemm.cpp).
 #pragma once
 #include <algorithm>
 #include <climits>

@@ -1,7 +1,8 @@
 // float32 on the CPU goes through oneDNN's matmul (torch's own
 // mkldnn::_linear_pointwise op, called through the dispatcher so that no
-// oneDNN header or symbol is needed here); float32 on CUDA through cuBLAS with
-// rnn_ext's TF32 choice (float32_as_tf32); everything else through at::mm.
+// oneDNN header or symbol is needed here); float32, float16 and bfloat16 on
+// CUDA straight through cuBLAS (csrc/cuda/cublas_gemm.cpp: float32 with
+// rnn_ext's TF32 choice, float32_as_tf32); everything else through at::mm.
 // Why: torch's CPU float32 GEMM is MKL's sgemm, which on AMD CPUs runs at
 // about half of what oneDNN reaches on the same cores (AMD EPYC Zen 5, 2
 // threads, (3200 x 2048) @ (2048 x 1024): 190 vs 414 GFLOP/s), and oneDNN is
@@ -51,7 +52,15 @@ bool blas_forced() {
   return env && std::string(env) == "blas";
 }
 
-bool cuda_float32(const at::Tensor& t) { return t.is_cuda() && t.scalar_type() == at::kFloat; }
+// The CUDA tensors whose products go straight to cuBLAS (csrc/cuda/cublas_gemm.cpp).
+bool cuda_blas(const at::Tensor& t) {
+#ifdef RNN_EXT_WITH_CUDA
+  return t.is_cuda() && cuda_blas_dtype(t.scalar_type());
+#else
+  (void)t;
+  return false;
+#endif
+}
 
 // cuDNN's RNN setting where this torch names operations by string (2.9:
 // allowTF32CuDNN("rnn"), as its cuDNN RNN code asks), else its one cuDNN
@@ -89,7 +98,7 @@ bool float32_as_tf32() {
 
 void mm_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate) {
 #ifdef RNN_EXT_WITH_CUDA
-  if (cuda_float32(out)) return cuda_mm_float32(out, a, b, accumulate, float32_as_tf32());
+  if (cuda_blas(out)) return cuda_mm(out, a, b, accumulate, out.scalar_type() == at::kFloat && float32_as_tf32());
 #endif
   at::Tensor o = out;  // at::mm_out takes a non-const reference
   if (accumulate)
@@ -99,14 +108,14 @@ void mm_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bo
 }
 
 at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
-  if (!cuda_float32(a)) return at::mm(a, b);
+  if (!cuda_blas(a)) return at::mm(a, b);
   at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
   mm_into(out, a, b);
   return out;
 }
 
 at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt) {
-  if (cuda_float32(a)) return product(a, bt.t());
+  if (cuda_blas(a)) return product(a, bt.t());
   const c10::OperatorHandle* op = onednn_linear();
   // oneDNN gets only non-empty products (at::mm returns zeros for K == 0).
   if (!op || blas_forced() || !a.is_cpu() || a.scalar_type() != at::kFloat || bt.scalar_type() != at::kFloat ||

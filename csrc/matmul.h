@@ -15,11 +15,12 @@ namespace rnn_ext {
 bool float32_as_tf32();
 
 // out = a @ b (+= with accumulate): a (M, K), b (K, N), out (M, N) with dense
-// rows, any of them a view. float32 on CUDA through cuBLAS with
-// float32_as_tf32's choice; everything else through at::mm_out / addmm_.
+// rows, any of them a view. float32 / float16 / bfloat16 on CUDA straight
+// through cuBLAS (float32 with float32_as_tf32's choice); everything else
+// through at::mm_out / addmm_.
 void mm_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate = false);
 
-// a (M, K) @ b (K, N) -> (M, N), contiguous; float32 on CUDA as mm_into.
+// a (M, K) @ b (K, N) -> (M, N), contiguous; on CUDA as mm_into.
 at::Tensor product(const at::Tensor& a, const at::Tensor& b);
 
 // a (M, K) @ bt (N, K)^T -> (M, N), contiguous.
@@ -29,8 +30,11 @@ at::Tensor matmul_nt(const at::Tensor& a, const at::Tensor& bt);
 inline at::Tensor matmul_nn(const at::Tensor& a, const at::Tensor& b) { return matmul_nt(a, b.t()); }
 
 #ifdef RNN_EXT_WITH_CUDA
-// mm_into for float32 CUDA tensors, TF32 or not as told (csrc/cuda/cublas_float32.cpp).
-void cuda_mm_float32(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate, bool tf32);
+// Whether cuda_mm takes this dtype: float32, float16, bfloat16.
+bool cuda_blas_dtype(at::ScalarType dtype);
+// mm_into for CUDA tensors of those dtypes, straight to cuBLAS; float32 as
+// TF32 or not as told (csrc/cuda/cublas_gemm.cpp).
+void cuda_mm(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate, bool tf32);
 #endif
 
 }  // namespace rnn_ext

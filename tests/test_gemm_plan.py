@@ -1,4 +1,4 @@
-"""The CUDA path's float32 products call cuBLAS directly (csrc/cuda/cublas_float32.cpp); which
+"""The CUDA path's products (float32, float16, bfloat16) call cuBLAS directly (csrc/cuda/cublas_gemm.cpp); which
 operand goes where, transposed or not, with which leading dimension, comes from
 csrc/gemm_plan.h. That header is plain C++, so its plans run here on the CPU:
 tests/gemm_plan_check.cpp executes 20000 of them through a reference column-major GEMM held to
