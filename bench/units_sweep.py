@@ -38,11 +38,13 @@ from .report import write_lines
 from .timing import measure_pair
 from .workloads import _call, make_inputs, make_pair, max_rel_err, step_fn
 
-# The gpu grid's persistent points, and smaller H and larger B where the default least of 4 units
-# per block takes fewer blocks than ceil(H / multiprocessors) would (T x B x I x H x dtype).
+# The gpu grid's persistent points, smaller H and larger B where the default least of 4 units
+# per block takes fewer blocks than ceil(H / multiprocessors) would, and the grid's B=64 bfloat16
+# point, where the tensor-core forward takes the whole batch in one pass and the default path
+# choice runs the GEMM path (T x B x I x H x dtype).
 POINTS = ("1000x1x256x256xfloat32", "1000x1x256x256xbfloat16", "1024x16x768x768xbfloat16",
           "1000x8x256x256xfloat32", "1000x8x128x128xfloat32", "1000x4x64x64xfloat32",
-          "1000x32x256x256xbfloat16")
+          "1000x32x256x256xbfloat16", "100x64x512x512xbfloat16")
 
 
 def parse_point(text):

@@ -561,6 +561,22 @@ def test_bad_persistent_knob_raises(monkeypatch, variable, value, allowed):
         ext(torch.randn(3, 2, 4, device="cuda"))
 
 
+# (T, B, I, H): above 32 batch rows the tensor-core forward takes the whole staged batch in one
+# pass (persistent_common.cuh, pass_tiles): 3 and 4 tiles of 16 rows, the last partial at B=45;
+# 10 blocks of 4 units, and 75 with a last block of 3 (299 = 74 * 4 + 3)
+WHOLE_BATCH_SHAPES = [(5, 45, 16, 40), (4, 64, 8, 299)]
+
+
+@pytest.mark.parametrize("shape", WHOLE_BATCH_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("cell", CELLS)
+def test_tensor_core_whole_batch_pass_matches_nn(monkeypatch, cell, dtype, shape):
+    """The tensor-core forward's one pass over a whole batch of more than 32 rows (its products
+    spread over the warps together, the partial tiles summed per split): parity with float64
+    torch.nn, repeatability, and the tensor-core kernels ran (check_matches_nn)."""
+    check_matches_nn(monkeypatch, cell, dtype, shape, False)
+
+
 # (T, B, I, H): one cluster of ceil(H / U) blocks of U = ceil(H / 16) hidden units: 10 blocks of
 # 2, 16 of 6 (the grid launch takes 24 blocks of 4 there), 16 of 13 (200 = 15 * 13 + 5: the last
 # block fewer), and 16 of 16 over 48 steps (a barrier that let a block run ahead would show over

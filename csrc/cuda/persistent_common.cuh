@@ -173,35 +173,44 @@ struct MmaInput<float> {
 // and every 16-row tile 32-byte aligned. k_steps: K steps of kk (16, TF32 8),
 // which must be MmaInput<T>::k, the step mma_partials takes (host code sees only
 // the element size).
+// The K splits that give kMmaWarps warps work for m_tiles x n_tiles output tiles.
+__host__ __device__ inline int64_t k_splits(int64_t m_tiles, int64_t n_tiles, int64_t k_steps) {
+  const int64_t jobs = m_tiles * n_tiles;
+  return jobs >= kMmaWarps ? 1 : (kMmaWarps / jobs < k_steps ? kMmaWarps / jobs : k_steps);
+}
+
 struct MmaSmem {
   int64_t rows_p, kp, ld, kk, m_tiles, k_steps, splits, w, part;
   __host__ __device__ MmaSmem(int64_t rows, int64_t K, int64_t elem)
       : rows_p(round_up(rows, kTile)), kp(round_up(K, kTile)), ld(kp + 16 / elem), kk(elem == 4 ? 8 : 16),
-        m_tiles(rows_p / kTile), k_steps(kp / kk),
-        splits(m_tiles >= kMmaWarps ? 1 : (kMmaWarps / m_tiles < k_steps ? kMmaWarps / m_tiles : k_steps)),
+        m_tiles(rows_p / kTile), k_steps(kp / kk), splits(k_splits(m_tiles, 1, k_steps)),
         w(round_up(rows_p * ld * elem, 128)),
         part(round_up(splits * m_tiles * kTile * kTile * static_cast<int64_t>(sizeof(float)), 128)) {}
   __host__ __device__ int64_t fixed() const { return w + part; }
 };
 
-// part[split][m] (16 x 16, row-major) = rows 16m.. of a (ld apart) x the 16
-// rows of b (ld apart, as columns) over the split's K range; warp `warp` of
-// `warps` takes tiles warp, warp + warps, ... Every lane of a warp runs this.
+// part[split][nt][m] (16 x 16, row-major) = rows 16m.. of a (ld apart) x rows
+// 16nt.. of b (ld apart, as columns) over the split's K range, for n_tiles
+// tiles of b (16 rows each) and `splits` K ranges; warp `warp` of `warps`
+// takes jobs warp, warp + warps, ... Every lane of a warp runs this. With one
+// tile of b and L.splits, the pass of 16 batch rows both kernels take.
 template <typename T>
 __device__ __forceinline__ void mma_partials(const MmaSmem& L, const T* a, const T* b, float* part, int64_t warp,
-                                             int64_t warps) {
+                                             int64_t warps, int64_t n_tiles = 1, int64_t splits = 0) {
   using In = typename MmaInput<T>::type;
   constexpr int64_t kK = MmaInput<T>::k;
-  for (int64_t i = warp; i < L.m_tiles * L.splits; i += warps) {
-    const int64_t m = i % L.m_tiles, split = i / L.m_tiles;
-    const int64_t k_begin = split * L.k_steps / L.splits, k_end = (split + 1) * L.k_steps / L.splits;
+  if (splits == 0) splits = L.splits;
+  for (int64_t i = warp; i < L.m_tiles * n_tiles * splits; i += warps) {
+    const int64_t m = i % L.m_tiles, nt = i / L.m_tiles % n_tiles, split = i / (L.m_tiles * n_tiles);
+    const int64_t k_begin = split * L.k_steps / splits, k_end = (split + 1) * L.k_steps / splits;
+    const T* b_tile = b + nt * kTile * L.ld;
     wmma::fragment<wmma::accumulator, kTile, kTile, kK, float> acc;
     wmma::fill_fragment(acc, 0.0f);
     for (int64_t ks = k_begin; ks < k_end; ++ks) {
       wmma::fragment<wmma::matrix_a, kTile, kTile, kK, In, wmma::row_major> fa;
       wmma::fragment<wmma::matrix_b, kTile, kTile, kK, In, wmma::col_major> fb;
       wmma::load_matrix_sync(fa, a + m * kTile * L.ld + ks * kK, static_cast<unsigned>(L.ld));
-      wmma::load_matrix_sync(fb, b + ks * kK, static_cast<unsigned>(L.ld));
+      wmma::load_matrix_sync(fb, b_tile + ks * kK, static_cast<unsigned>(L.ld));
       if constexpr (std::is_same<T, float>::value) {  // round to nearest TF32, not truncate
 #pragma unroll
         for (int64_t e = 0; e < fa.num_elements; ++e) fa.x[e] = wmma::__float_to_tf32(fa.x[e]);
@@ -210,16 +219,41 @@ __device__ __forceinline__ void mma_partials(const MmaSmem& L, const T* a, const
       }
       wmma::mma_sync(acc, fa, fb, acc);
     }
-    wmma::store_matrix_sync(part + (split * L.m_tiles + m) * kTile * kTile, acc, kTile, wmma::mem_row_major);
+    wmma::store_matrix_sync(part + ((split * n_tiles + nt) * L.m_tiles + m) * kTile * kTile, acc, kTile,
+                            wmma::mem_row_major);
   }
 }
 
-// Row r, column n of the product: the partial tiles added in split order.
-__device__ __forceinline__ float sum_partials(const MmaSmem& L, const float* part, int64_t r, int64_t n) {
-  const int64_t tile = r / kTile, at = (r % kTile) * kTile + n;
+// Row r, column n (< 16 n_tiles) of the product: the partial tiles added in split order.
+__device__ __forceinline__ float sum_partials(const MmaSmem& L, const float* part, int64_t r, int64_t n,
+                                              int64_t n_tiles = 1, int64_t splits = 0) {
+  if (splits == 0) splits = L.splits;
+  const int64_t tile = r / kTile, nt = n / kTile, at = (r % kTile) * kTile + n % kTile;
   float sum = 0.0f;
-  for (int64_t split = 0; split < L.splits; ++split) sum += part[(split * L.m_tiles + tile) * kTile * kTile + at];
+  for (int64_t split = 0; split < splits; ++split)
+    sum += part[((split * n_tiles + nt) * L.m_tiles + tile) * kTile * kTile + at];
   return sum;
+}
+
+// The tensor-core forward's passes: above kWholeBatchFrom batch rows, when the
+// whole batch is staged, one pass takes all of it (its 16-row tiles' products
+// spread over the warps together, the row inputs requested once, two block
+// barriers a step instead of two a 16 rows: at B=64 the pass-of-16 kernel took
+// 18 us a step on an H200, 4 passes); else passes of 16 rows. Up to
+// kWholeBatchFrom rows (the default path choice's range) the kernel is as it
+// was. forward_mma_fixed: the fixed shared memory (W rows, partial tiles) for
+// either, as host and kernel both compute it.
+constexpr int64_t kWholeBatchFrom = 32;
+__host__ __device__ inline int64_t pass_tiles(int64_t B, int64_t staged) {
+  return B > kWholeBatchFrom && staged >= round_up(B, kTile) ? round_up(B, kTile) / kTile : 1;
+}
+__host__ __device__ inline int64_t forward_mma_fixed(const MmaSmem& L, int64_t B) {
+  if (B <= kWholeBatchFrom) return L.fixed();
+  const int64_t n_tiles = round_up(B, kTile) / kTile;
+  const int64_t whole = round_up(k_splits(L.m_tiles, n_tiles, L.k_steps) * L.m_tiles * n_tiles * kTile * kTile *
+                                     static_cast<int64_t>(sizeof(float)),
+                                 128);
+  return L.w + (whole > L.part ? whole : L.part);
 }
 
 // Returns false: a persistent kernel is not launched (the next kernel, or the

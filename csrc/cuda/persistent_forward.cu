@@ -262,23 +262,26 @@ __device__ __forceinline__ void forward_mma_steps(const SequenceForward s, int64
   const MmaSmem L(NG * U, H, sizeof(T));
   T* w_sm = reinterpret_cast<T*>(smem_mma);
   float* part = reinterpret_cast<float*>(smem_mma + L.w);
-  T* h_sm = reinterpret_cast<T*>(smem_mma + L.fixed());
+  T* h_sm = reinterpret_cast<T*>(smem_mma + forward_mma_fixed(L, B));
   const BlockUnits me(U, H);
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp;
   const int64_t warps = nthreads / 32;
+  // a pass: n_tiles 16-row tiles of the batch (pass_tiles), the K range in `splits`
+  const int64_t n_tiles = pass_tiles(B, staged), rows = n_tiles * kTile;
+  const int64_t splits = n_tiles == 1 ? L.splits : k_splits(L.m_tiles, n_tiles, L.k_steps);
 
   load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, L.rows_p, L.ld, tid, nthreads);
   // This thread's first (unit, row) of every pass, e = tid below: its inputs and biases are
   // requested before the pass's staging and product (the biases each pass, not once as in the
   // scalar kernel: kept across the steps, they made ptxas spill in two of these kernels).
-  const bool first_ok = tid < units * kTile;
-  const int64_t u0 = tid / kTile, n0 = tid % kTile;
+  const bool first_ok = tid < units * rows;
+  const int64_t u0 = tid / rows, n0 = tid % rows;
 
   Barrier barrier;
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.reverse ? s.T - 1 - step : step;
     const T* h_prev = previous_hidden<T>(s, step, t);
-    for (int64_t b0 = 0; b0 < B; b0 += kTile) {
+    for (int64_t b0 = 0; b0 < B; b0 += rows) {
       const int64_t s0 = b0 % staged;  // row b0's place among the staged rows
       // (the cell state of (b0 + n0, j0 + u0) was written by this same thread at the previous step)
       RowInputs<C> in0{};
@@ -294,15 +297,15 @@ __device__ __forceinline__ void forward_mma_steps(const SequenceForward s, int64
         __syncthreads();
       }
       const T* h_pass = h_sm + s0 * L.ld;
-      mma_partials(L, w_sm, h_pass, part, warp, warps);
+      mma_partials(L, w_sm, h_pass, part, warp, warps, n_tiles, splits);
       __syncthreads();
-      for (int64_t e = tid; e < units * kTile; e += nthreads) {
-        const int64_t u = e / kTile, n = e % kTile, b = b0 + n;
+      for (int64_t e = tid; e < units * rows; e += nthreads) {
+        const int64_t u = e / rows, n = e % rows, b = b0 + n;
         if (b >= B) continue;
         float hg[NG];
 #pragma unroll
         for (int64_t g = 0; g < NG; ++g) {
-          hg[g] = sum_partials(L, part, g * U + u, n);
+          hg[g] = sum_partials(L, part, g * U + u, n, n_tiles, splits);
         }
         const float hp = to_acc(h_pass[n * L.ld + j0 + u]);
         if (e == tid)
@@ -344,7 +347,8 @@ struct ForwardLaunch {
       auto mma = &persistent_forward_mma_kernel<T, C>;
       if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
-              mma, &persistent_forward_mma_cluster_kernel<T, C>, s, dev, [&](int64_t U) { return MmaSmem(gates_of(C) * U, H, sizeof(T)).fixed(); },
+              mma, &persistent_forward_mma_cluster_kernel<T, C>, s, dev,
+              [&](int64_t U) { return forward_mma_fixed(MmaSmem(gates_of(C) * U, H, sizeof(T)), s.B); },
               MmaSmem(1, H, sizeof(T)).ld * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
               "sequence_forward_cuda"))
         return true;
