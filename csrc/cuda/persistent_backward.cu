@@ -320,7 +320,7 @@ struct BackwardLaunch {
       if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
               mma, &persistent_backward_mma_cluster_kernel<T, C>, s, dev,
-              [&](int64_t U) {  // + dL/dh and aux, B x U float each
+              [&](int64_t U, int64_t) {  // + dL/dh and aux, B x U float each
                 return MmaSmem(U, G, sizeof(T)).fixed() + 2 * round_up(B * U * static_cast<int64_t>(sizeof(float)), 128);
               },
               MmaSmem(1, G, sizeof(T)).ld * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
@@ -329,7 +329,7 @@ struct BackwardLaunch {
     }
     return launch_persistent_kernel(
         &persistent_backward_kernel<T, C>, &persistent_backward_cluster_kernel<T, C>, s, dev,
-        [&](int64_t U) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },
+        [&](int64_t U, int64_t) { return BackwardSmem(U, G, s.B, sizeof(T)).fixed(); },
         G * static_cast<int64_t>(sizeof(T)), BlockShape{}, "sequence_backward_cuda");
   }
 };

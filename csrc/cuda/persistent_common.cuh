@@ -137,7 +137,7 @@ __device__ __forceinline__ void stage_padded_rows(T* dst, const T* src, int64_t 
 }
 
 // ------------------------------------------------------------ tensor cores
-// On sm_80 and newer: a block's product A (its rows) x B (16 batch rows, as
+// On sm_80 and newer: a block's product A (its rows) x B (16 batch rows a tile, as
 // columns) on the tensor cores with float32 accumulation: float16 / bfloat16 in
 // WMMA 16 x 16 x 16 tiles, float32 as TF32 in 16 x 16 x 8 tiles (each element
 // rounded to TF32 as its fragment is loaded; only where SequenceForward::tf32
@@ -163,6 +163,12 @@ struct MmaInput<float> {
 };
 #endif
 
+// The K splits that give kMmaWarps warps work for m_tiles x n_tiles output tiles.
+__host__ __device__ inline int64_t k_splits(int64_t m_tiles, int64_t n_tiles, int64_t k_steps) {
+  const int64_t jobs = m_tiles * n_tiles;
+  return jobs >= kMmaWarps ? 1 : (kMmaWarps / jobs < k_steps ? kMmaWarps / jobs : k_steps);
+}
+
 // The shared memory of a tensor-core kernel's product, each part 128-byte
 // aligned: A, the block's `rows` rows of K (storage type), zero-padded to
 // rows_p rows and kp columns; the partial tiles (splits x m_tiles x 16 x 16
@@ -173,12 +179,6 @@ struct MmaInput<float> {
 // and every 16-row tile 32-byte aligned. k_steps: K steps of kk (16, TF32 8),
 // which must be MmaInput<T>::k, the step mma_partials takes (host code sees only
 // the element size).
-// The K splits that give kMmaWarps warps work for m_tiles x n_tiles output tiles.
-__host__ __device__ inline int64_t k_splits(int64_t m_tiles, int64_t n_tiles, int64_t k_steps) {
-  const int64_t jobs = m_tiles * n_tiles;
-  return jobs >= kMmaWarps ? 1 : (kMmaWarps / jobs < k_steps ? kMmaWarps / jobs : k_steps);
-}
-
 struct MmaSmem {
   int64_t rows_p, kp, ld, kk, m_tiles, k_steps, splits, w, part;
   __host__ __device__ MmaSmem(int64_t rows, int64_t K, int64_t elem)
@@ -235,25 +235,43 @@ __device__ __forceinline__ float sum_partials(const MmaSmem& L, const float* par
   return sum;
 }
 
-// The tensor-core forward's passes: above kWholeBatchFrom batch rows, when the
-// whole batch is staged, one pass takes all of it (its 16-row tiles' products
-// spread over the warps together, the row inputs requested once, two block
-// barriers a step instead of two a 16 rows: at B=64 the pass-of-16 kernel took
-// 18 us a step on an H200, 4 passes); else passes of 16 rows. Up to
-// kWholeBatchFrom rows (the default path choice's range) the kernel is as it
-// was. forward_mma_fixed: the fixed shared memory (W rows, partial tiles) for
-// either, as host and kernel both compute it.
+// The tensor-core forward's passes: above kWholeBatchFrom batch rows, where
+// the whole batch fits in shared memory beside W and the partial tiles of all
+// its 16-row tiles, one pass takes all of it (its tiles' products spread over
+// the warps together, the row inputs requested once, three block barriers a
+// step instead of three a 16 rows: at B=64 the pass-of-16 kernel took 18 us a
+// step on an H200, 4 passes); else passes of 16 rows, with the shared memory
+// as before. Up to kWholeBatchFrom rows (the default path choice's range) the
+// kernel is as it was. Host and kernel decide alike: the host by the most
+// shared memory the kernel may have (forward_mma_fixed), the kernel by what
+// its launch has (whole_batch_pass).
 constexpr int64_t kWholeBatchFrom = 32;
-__host__ __device__ inline int64_t pass_tiles(int64_t B, int64_t staged) {
-  return B > kWholeBatchFrom && staged >= round_up(B, kTile) ? round_up(B, kTile) / kTile : 1;
-}
-__host__ __device__ inline int64_t forward_mma_fixed(const MmaSmem& L, int64_t B) {
-  if (B <= kWholeBatchFrom) return L.fixed();
+// The fixed part (W rows, partial tiles) for one pass over the whole batch.
+__host__ __device__ inline int64_t whole_batch_fixed(const MmaSmem& L, int64_t B) {
   const int64_t n_tiles = round_up(B, kTile) / kTile;
-  const int64_t whole = round_up(k_splits(L.m_tiles, n_tiles, L.k_steps) * L.m_tiles * n_tiles * kTile * kTile *
-                                     static_cast<int64_t>(sizeof(float)),
-                                 128);
-  return L.w + (whole > L.part ? whole : L.part);
+  const int64_t part = round_up(k_splits(L.m_tiles, n_tiles, L.k_steps) * L.m_tiles * n_tiles * kTile * kTile *
+                                    static_cast<int64_t>(sizeof(float)),
+                                128);
+  return L.w + (part > L.part ? part : L.part);
+}
+// The shared memory the whole-batch pass needs: its fixed part and the whole batch staged.
+__host__ __device__ inline int64_t whole_batch_bytes(const MmaSmem& L, int64_t B, int64_t elem) {
+  return whole_batch_fixed(L, B) + round_up(B, kTile) * L.ld * elem;
+}
+// The fixed shared memory the host gives the tensor-core forward, when it may have smem_max.
+inline int64_t forward_mma_fixed(const MmaSmem& L, int64_t B, int64_t elem, int64_t smem_max) {
+  return B > kWholeBatchFrom && whole_batch_bytes(L, B, elem) <= smem_max ? whole_batch_fixed(L, B) : L.fixed();
+}
+// The kernel's choice: whether a launch with dynamic_bytes of shared memory has the whole-batch pass's.
+__host__ __device__ inline bool whole_batch_pass_fits(const MmaSmem& L, int64_t B, int64_t elem,
+                                                      int64_t dynamic_bytes) {
+  return B > kWholeBatchFrom && dynamic_bytes >= whole_batch_bytes(L, B, elem);
+}
+// In the kernel: that choice for this launch.
+__device__ __forceinline__ bool whole_batch_pass(const MmaSmem& L, int64_t B, int64_t elem) {
+  unsigned dynamic_bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(dynamic_bytes));
+  return whole_batch_pass_fits(L, B, elem, static_cast<int64_t>(dynamic_bytes));
 }
 
 // Returns false: a persistent kernel is not launched (the next kernel, or the
@@ -433,7 +451,7 @@ inline bool launch_cluster(Kernel kernel, const Args& s, const PersistentDevice&
     const int64_t U = (H + size - 1) / size, blocks = (H + U - 1) / U;
     const int64_t threads = shape.threads ? shape.threads : 32 * U;
     if (U > kMaxUnits || threads > attrs.maxThreadsPerBlock) return declined("cluster: too many units per block");
-    const int64_t staged = staged_rows(smem_max, fixed(U), per_row, s.B, pass);
+    const int64_t staged = staged_rows(smem_max, fixed(U, smem_max), per_row, s.B, pass);
     if (staged < pass) continue;  // (fewer blocks only need more shared memory each)
     cudaLaunchAttribute cluster_dim[1];
     cluster_dim[0].id = cudaLaunchAttributeClusterDimension;
@@ -443,7 +461,7 @@ inline bool launch_cluster(Kernel kernel, const Args& s, const PersistentDevice&
     cudaLaunchConfig_t config{};
     config.gridDim = dim3(static_cast<unsigned>(blocks));
     config.blockDim = dim3(static_cast<unsigned>(threads));
-    config.dynamicSmemBytes = static_cast<size_t>(fixed(U) + staged * per_row);
+    config.dynamicSmemBytes = static_cast<size_t>(fixed(U, smem_max) + staged * per_row);
     config.stream = static_cast<cudaStream_t>(s.stream);
     config.attrs = cluster_dim;
     config.numAttrs = 1;
@@ -471,7 +489,8 @@ inline bool launch_cluster(Kernel kernel, const Args& s, const PersistentDevice&
 // same kernel built with ClusterBarrier) where RNN_EXT_PERSISTENT_CLUSTER asks
 // for it and one fits, else cooperatively (`kernel`, GridBarrier). Each block of
 // the cooperative launch owns U = units_per_block(H) hidden units; the kernel's registers bound its threads; its
-// shared memory is fixed(U) bytes plus `staged` rows of per_row bytes: as many
+// shared memory is fixed(U, smem_max) bytes (smem_max: the most the kernel may
+// have) plus `staged` rows of per_row bytes: as many
 // rows as fit, up to the whole batch, a multiple of the rows per pass.
 template <typename Kernel, typename Args, typename Fixed>
 inline bool launch_persistent_kernel(Kernel kernel, Kernel cluster_kernel, const Args& s, const PersistentDevice& dev,
@@ -488,12 +507,12 @@ inline bool launch_persistent_kernel(Kernel kernel, Kernel cluster_kernel, const
   // asking for the whole opt-in maximum fails and every call would silently
   // take the GEMM path.
   const int64_t smem_max = dev.smem_optin - static_cast<int64_t>(attrs.sharedSizeBytes);
-  const int64_t staged = staged_rows(smem_max, fixed(U), per_row, s.B, pass);
+  const int64_t staged = staged_rows(smem_max, fixed(U, smem_max), per_row, s.B, pass);
   if (staged < pass) return declined("W_hh and the state do not fit in shared memory");
   Args args = s;
   int64_t units = U, staged_rows_arg = staged;
   void* params[] = {&args, &units, &staged_rows_arg};
-  return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U) + staged * per_row, smem_max, dev, params,
+  return launch_cooperative(kernel, (H + U - 1) / U, threads, fixed(U, smem_max) + staged * per_row, smem_max, dev, params,
                             s.stream, what);
 }
 

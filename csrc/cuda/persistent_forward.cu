@@ -244,12 +244,12 @@ __global__ void persistent_forward_cluster_kernel(SequenceForward s, int64_t U, 
 // float16 / bfloat16 (and float32 as TF32, where allowed) on sm_80 and newer:
 // the same blocks, units and steps, but the products W_hh[block rows] h_{t-1}^T
 // run on the tensor cores (WMMA 16 x 16 x 16 tiles, TF32 16 x 16 x 8, float32
-// accumulation). Per pass of 16 batch rows, the 16-row
-// tiles of the block's NG*U gate rows (padded to 16) times the pass's 16
-// columns are split over the warps along K (`splits` ranges, each summed by
-// one warp); the partial tiles go to shared memory and are added in split
-// order (a fixed order: bitwise repeatable), then one thread per (unit, row)
-// applies the gate math.
+// accumulation). Per pass of 16 batch rows (or, above 32 rows where it fits,
+// of the whole batch: whole_batch_pass), the 16-row tiles of the block's NG*U
+// gate rows (padded to 16) times the pass's 16-column tiles are split over the
+// warps along K (`splits` ranges, each summed by one warp); the partial tiles
+// go to shared memory and are added in split order (a fixed order: bitwise
+// repeatable), then one thread per (unit, row) applies the gate math.
 
 template <typename T, SequenceCell C, typename Barrier>
 __device__ __forceinline__ void forward_mma_steps(const SequenceForward s, int64_t U, int64_t staged) {
@@ -262,13 +262,14 @@ __device__ __forceinline__ void forward_mma_steps(const SequenceForward s, int64
   const MmaSmem L(NG * U, H, sizeof(T));
   T* w_sm = reinterpret_cast<T*>(smem_mma);
   float* part = reinterpret_cast<float*>(smem_mma + L.w);
-  T* h_sm = reinterpret_cast<T*>(smem_mma + forward_mma_fixed(L, B));
+  // a pass: the whole batch (persistent_common.cuh) or 16 rows; the K range in `splits`
+  const bool whole = whole_batch_pass(L, B, sizeof(T));
+  T* h_sm = reinterpret_cast<T*>(smem_mma + (whole ? whole_batch_fixed(L, B) : L.fixed()));
   const BlockUnits me(U, H);
   const int64_t j0 = me.j0, units = me.units, tid = me.tid, nthreads = me.nthreads, warp = me.warp;
   const int64_t warps = nthreads / 32;
-  // a pass: n_tiles 16-row tiles of the batch (pass_tiles), the K range in `splits`
-  const int64_t n_tiles = pass_tiles(B, staged), rows = n_tiles * kTile;
-  const int64_t splits = n_tiles == 1 ? L.splits : k_splits(L.m_tiles, n_tiles, L.k_steps);
+  const int64_t n_tiles = whole ? round_up(B, kTile) / kTile : 1, rows = n_tiles * kTile;
+  const int64_t splits = whole ? k_splits(L.m_tiles, n_tiles, L.k_steps) : L.splits;
 
   load_gate_rows(w_sm, static_cast<const T*>(s.w_hh), NG, U, units, j0, H, L.rows_p, L.ld, tid, nthreads);
   // This thread's first (unit, row) of every pass, e = tid below: its inputs and biases are
@@ -348,7 +349,9 @@ struct ForwardLaunch {
       if (dev.major >= 8 && kernel_attributes(mma).ptxVersion >= 80 &&
           launch_persistent_kernel(
               mma, &persistent_forward_mma_cluster_kernel<T, C>, s, dev,
-              [&](int64_t U) { return forward_mma_fixed(MmaSmem(gates_of(C) * U, H, sizeof(T)), s.B); },
+              [&](int64_t U, int64_t smem_max) {
+                return forward_mma_fixed(MmaSmem(gates_of(C) * U, H, sizeof(T)), s.B, sizeof(T), smem_max);
+              },
               MmaSmem(1, H, sizeof(T)).ld * static_cast<int64_t>(sizeof(T)), BlockShape{kMmaWarps * 32, kTile},
               "sequence_forward_cuda"))
         return true;
@@ -356,7 +359,7 @@ struct ForwardLaunch {
     // W_hh's rows of the block's units; then h_{t-1} rows.
     return launch_persistent_kernel(
         &persistent_forward_kernel<T, C>, &persistent_forward_cluster_kernel<T, C>, s, dev,
-        [&](int64_t U) { return weight_bytes(gates_of(C) * U, H, sizeof(T)); },
+        [&](int64_t U, int64_t) { return weight_bytes(gates_of(C) * U, H, sizeof(T)); },
         H * static_cast<int64_t>(sizeof(T)), BlockShape{}, "sequence_forward_cuda");
   }
 };
