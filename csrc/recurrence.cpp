@@ -286,6 +286,13 @@ Tensor as_output(const Tensor& y, const Tensor& input, int64_t cols) {
   return at::_unsafe_view(y, out_shape(input, cols));
 }
 
+// The forward's workspace a backward op reads: (N, cols) in the accumulation type.
+void check_workspace(const char* op, const Tensor& ws, int64_t N, int64_t cols, at::ScalarType acc) {
+  TORCH_CHECK(ws.dim() == 2 && ws.size(0) == N && ws.size(1) == cols && ws.scalar_type() == acc,
+              op, ": the workspace was not saved (forward ran with need_grad=False, as in a torch.jit.trace ",
+              "made while nothing required grad: trace again with parameters that require grad) or does not match");
+}
+
 // Shapes a backward op relies on (the forward op checked its own inputs).
 void check_backward(const char* op, const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
                     int64_t G, int64_t Hout, const Tensor& output, const Tensor& grad_output) {
@@ -867,9 +874,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   if (proj) check_shape(op, "w_hr", w_hr, {Hout, H});
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  TORCH_CHECK(ws.dim() == 2 && ws.size(0) == s.N && ws.size(1) == 5 * H && ws.scalar_type() == acc,
-              op, ": the workspace was not saved (forward ran with need_grad=False, as in a torch.jit.trace ",
-              "made while nothing required grad: trace again with parameters that require grad) or does not match");
+  check_workspace(op, ws, s.N, 5 * H, acc);
   check_shape(op, "grad_h_n", grad_h_n, {B, Hout});
   check_shape(op, "grad_c_n", grad_c_n, {B, H});
   const Kernels k = kernels_for(input);
@@ -1054,9 +1059,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   check_backward(op, input, h0, w_ih, w_hh, G, H, output, grad_output);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  TORCH_CHECK(ws.dim() == 2 && ws.size(0) == s.N && ws.size(1) == 4 * H && ws.scalar_type() == acc,
-              op, ": the workspace was not saved (forward ran with need_grad=False, as in a torch.jit.trace ",
-              "made while nothing required grad: trace again with parameters that require grad) or does not match");
+  check_workspace(op, ws, s.N, 4 * H, acc);
   check_shape(op, "grad_h_n", grad_h_n, {B, H});
   const Kernels k = kernels_for(input);
 

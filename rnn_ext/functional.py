@@ -70,8 +70,8 @@ def recurrence(
         # The fused float32 kernels, on the values rounded up exactly, and the results
         # rounded once to the storage type (autograd differentiates the casts): the ops'
         # half-precision CPU path (a half-precision GEMM and a rounded h_t per step) took
-        # 2-20x the time of this (and up to 7x torch.nn's). Cells keep the ops' path: at one
-        # step the casts cost more than they save.
+        # 1.5-9x the time of this (README). Cells keep the ops' path: at one step the casts
+        # cost more than they save.
         dtype = input.dtype
         _check_state_dtypes(mode, input, hx)  # (the ops' own check, which the casts would pass)
         output, finals = _layers(
