@@ -22,6 +22,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 #include <torch/version.h>
 
@@ -125,6 +126,14 @@ std::string env_choice(const char* name, const char* a, const char* b) {
               b, " or auto, got '", value, "'");
   return value.empty() ? "auto" : value;
 }
+
+// The ops' own products and sums run in the dtypes they are given. torch.autocast is
+// still on inside a custom op's kernel (its dispatch key falls through to it), so
+// without this at::mm would cast float32 operands to bfloat16 there (the CPU
+// half-precision layers call the float32 ops inside autocast).
+struct NoAutocast {
+  c10::impl::ExcludeDispatchKeyGuard guard{c10::autocast_dispatch_keyset};
+};
 
 struct Kernels {
   void (*lstm_fwd)(const LstmForwardStep&);
@@ -318,8 +327,9 @@ struct StepMatrix {
   }
 };
 
-bool small_path_ok(const Tensor& x, int64_t B) {
-  return x.is_cpu() && B <= kSmallRows && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
+// Not for one step: the copy of b would cost as much as the one product it serves.
+bool small_path_ok(const Tensor& x, int64_t B, int64_t T) {
+  return x.is_cpu() && B <= kSmallRows && T > 1 && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble);
 }
 
 void step_mm(Tensor& out, const Tensor& a, const StepMatrix& m, bool accumulate = false) {
@@ -376,10 +386,16 @@ Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows
 // "fused" folds every unpacked LSTM projection; "auto" or unset, the default.
 std::string cpu_path() { return env_choice("RNN_EXT_CPU_PATH", "fused", "stepwise"); }
 
-bool use_fused(const Tensor& x, int64_t H, int64_t B) {
+// One step (a cell call, or a layer over a sequence of one) takes the stepwise
+// path unless forced: packing W_ih and W_hh into the kernels' panels, per call,
+// cost more than the step itself (LSTMCell, B=8, I=H=256, 2 threads: training
+// 1.39 ms against torch.nn's 0.44, most of it the packing, the transposes and
+// the weight-gradient kernel sized for long sequences).
+bool use_fused(const Tensor& x, int64_t H, int64_t B, int64_t T) {
   if (!x.is_cpu() || H == 0 || B == 0) return false;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) return false;
-  return cpu_path() != "stepwise";
+  const std::string path = cpu_path();
+  return path == "fused" || (path == "auto" && T > 1);
 }
 
 // Step order, rows and offsets as the fused kernels take them.
@@ -406,8 +422,12 @@ int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(
 // backward, EPYC Zen 5, 2 threads, float32 (against oneDNN with the copies):
 // 37 -> 21 ms at T=100, B=32, I=H=256; 106-116 -> 86-93 ms at T=50, B=64,
 // I=H=512. It also gives the same bits on any thread count.
+// For the stepwise path's gate gradients t (N, G): fused::weight_grad wants its
+// operands transposed, which for a few rows (a cell's one step) cost more than
+// BLAS's product of the rows as they are.
 bool fused_weight_grad_ok(const Tensor& t) {
-  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble);
+  constexpr int64_t kFewRows = 16;
+  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble) && t.size(0) > kFewRows;
 }
 
 // dst (c, r) = src (r, c)^T, both with contiguous rows (dst may be a narrowed view).
@@ -494,6 +514,10 @@ WeightGrads weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor&
                          const Tensor& h0, at::ScalarType dtype) {
   const int64_t I = x2d.size(1), Hout = y2d.size(1);
   if (fused_weight_grad_ok(d_gates)) return fused_weight_grad(d_gates, xh_transposed(s, x2d, y2d, h0), I);
+  // One step (a cell call): h_{t-1} is h0, and two products of the rows as they are, as
+  // torch.nn's cells run them, spare the concatenation and the split copies (RNNCell,
+  // B=8, H=256: two 256 x 256 copies of ~10 us each, a training call's 5%).
+  if (s.T == 1) return {product(d_gates.t(), x2d), product(d_gates.t(), h0), bias_grad(d_gates, dtype)};
   Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
   xh.narrow(1, 0, I).copy_(x2d);
   previous_hidden_into(s, y2d, h0, xh.narrow(1, I, Hout));
@@ -629,7 +653,7 @@ fused::Cell rnn_cell(bool relu) { return relu ? fused::Cell::kRnnRelu : fused::C
 bool projection_folded(const Tensor& x, const Schedule& s, int64_t H, int64_t Hout, int64_t B, bool backward) {
   if (s.packed || s.T == 0 || B == 0) return false;
   if (x.is_cpu())
-    return use_fused(x, H, B) && (cpu_path() == "fused" || (!backward && H <= 2 * Hout && B >= 8));
+    return use_fused(x, H, B, s.T) && (cpu_path() == "fused" || (!backward && H <= 2 * Hout && B >= 8));
 #ifdef RNN_EXT_WITH_CUDA
   return persistent_wanted(x, s);
 #else
@@ -765,6 +789,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     const OptTensor& b_ih_, const OptTensor& b_hh_, const OptTensor& w_hr_, const OptTensor& batch_sizes,
     bool reverse, bool need_grad) {
   const char* op = "rnn_ext::lstm_forward";
+  const NoAutocast no_autocast;
   // the kernels read biases through raw pointers: make them dense
   Tensor b_ih = contig(opt(b_ih_)), b_hh = contig(opt(b_hh_)), w_hr = opt(w_hr_);
   check_args(op, input, {{"h0", h0}, {"c0", c0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}, {"w_hr", w_hr}});
@@ -785,7 +810,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  if (!proj && use_fused(input, H, B)) {
+  if (!proj && use_fused(input, H, B, s.T)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
     const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
@@ -823,7 +848,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
   Tensor h_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
-  const bool small = small_path_ok(input, B);
+  const bool small = small_path_ok(input, B, s.T);
   const StepMatrix w_hh_t(w_hh.t(), small), w_hr_t(proj ? w_hr.t() : Tensor(), small && proj);
 
   for (int64_t step = 0; step < s.T; ++step) {
@@ -860,6 +885,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr_,
     const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& ws_) {
   const char* op = "rnn_ext::lstm_backward";
+  const NoAutocast no_autocast;
   const Tensor ws = ws_.contiguous();  // read through raw pointers
   Tensor w_hr = opt(w_hr_);
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"grad_c_n", grad_c_n}, {"h0", h0},
@@ -893,9 +919,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor d_y = proj ? at::empty({s.N, Hout}, input.options()) : Tensor();
   Tensor dh_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
   const Tensor ws_c = ws.narrow(1, 4 * H, H);
-  const bool small = small_path_ok(input, B);
+  const bool small = small_path_ok(input, B, s.T);
   const StepMatrix w_hh_m(w_hh, small), w_hr_m(proj ? w_hr : Tensor(), small && proj);
-  const bool fuse = !proj && use_fused(input, H, B);
+  const bool fuse = !proj && use_fused(input, H, B, s.T);
   WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
@@ -974,6 +1000,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_,
     const OptTensor& b_hh_, const OptTensor& batch_sizes, bool reverse, bool need_grad) {
   const char* op = "rnn_ext::gru_forward";
+  const NoAutocast no_autocast;
   Tensor b_ih = contig(opt(b_ih_)), b_hh = contig(opt(b_hh_));  // read through raw pointers
   check_args(op, input, {{"h0", h0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}});
   c10::OptionalDeviceGuard guard(input.device());
@@ -989,7 +1016,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  if (use_fused(input, H, B)) {
+  if (use_fused(input, H, B, s.T)) {
     // b_hr and b_hz join the input side; b_hn stays inside r * (W_hn h + b_hn)
     Tensor b_hn = b_hh.defined() ? b_hh.narrow(0, 2 * H, H).contiguous() : at::zeros({H}, input.options());
     Tensor b_side = b_hh.defined() ? at::cat({b_hh.narrow(0, 0, 2 * H), at::zeros({H}, input.options())}) : Tensor();
@@ -1021,7 +1048,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 #endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
-  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B));
+  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B, s.T));
 
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
@@ -1050,6 +1077,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool reverse,
     const Tensor& output, const Tensor& ws_) {
   const char* op = "rnn_ext::gru_backward";
+  const NoAutocast no_autocast;
   const Tensor ws = ws_.contiguous();  // read through raw pointers
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
                          {"w_hh", w_hh}, {"output", output}});
@@ -1067,8 +1095,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dg_ih = empty_big({s.N, G}, input.options());
   Tensor dg_hh = empty_big({s.N, G}, input.options());
-  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
-  const bool fuse = use_fused(input, H, B);
+  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T));
+  const bool fuse = use_fused(input, H, B, s.T);
   WeightGradJob wg[2];  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
@@ -1120,7 +1148,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   }
   Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
   Tensor dw_ih, dw_hh, db_ih, db_hh;
-  if (fused_weight_grad_ok(dg_ih)) {  // always so on the fused path, which summed them already
+  if (fuse || fused_weight_grad_ok(dg_ih)) {  // the fused path summed them already
     WeightGrads g_ih, g_hh;
     if (fuse) {
       g_ih = wg[0].result();
@@ -1150,6 +1178,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
     const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih_,
     const OptTensor& b_hh_, const OptTensor& batch_sizes, bool relu, bool reverse) {
   const char* op = "rnn_ext::rnn_forward";
+  const NoAutocast no_autocast;
   Tensor b_ih = contig(opt(b_ih_)), b_hh = contig(opt(b_hh_));  // read through raw pointers
   check_args(op, input, {{"h0", h0}, {"w_ih", w_ih}, {"w_hh", w_hh}, {"b_ih", b_ih}, {"b_hh", b_hh}});
   c10::OptionalDeviceGuard guard(input.device());
@@ -1165,7 +1194,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type();
-  if (use_fused(input, H, B)) {
+  if (use_fused(input, H, B, s.T)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
     const Tensor bias = input_side_bias(b_ih, b_hh, H, input.options());
@@ -1190,7 +1219,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
 #endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, H}, input.options());
-  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B));
+  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B, s.T));
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
@@ -1218,6 +1247,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool relu, bool reverse,
     const Tensor& output) {
   const char* op = "rnn_ext::rnn_backward";
+  const NoAutocast no_autocast;
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
                          {"w_hh", w_hh}, {"output", output}});
   c10::OptionalDeviceGuard guard(input.device());
@@ -1232,8 +1262,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, H), gy = mat(grad_output, s.N, H);
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor d_gates = empty_big({s.N, H}, input.options());
-  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B));
-  const bool fuse = use_fused(input, H, B);
+  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T));
+  const bool fuse = use_fused(input, H, B, s.T);
   WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);

@@ -86,6 +86,42 @@ def test_path_matches_nn_float64(monkeypatch, path, cell, H, B, packed):
         check_float64_parity(ext, ref, x, hx, packed)
 
 
+@pytest.mark.parametrize("path", ["auto", "fused"])
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("B", [1, 5, 20])
+def test_one_step_matches_nn_float64(monkeypatch, path, cell, B):
+    """A sequence of one step (as a cell call is) takes the stepwise path by default, with
+    its one-step products (csrc/recurrence.cpp: use_fused, weight_grads; B=20 crosses to the
+    fused weight-gradient kernel), and the fused kernel when forced: both as torch.nn."""
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
+    for bidirectional, bias in [(False, True), (True, False)]:
+        ext, ref = make_pair(cell, 6, 9, 2, bidirectional, bias)
+        x, hx = random_inputs(cell, 1, B, 6, 9, 2 if bidirectional else 1, 2)
+        check_float64_parity(ext, ref, x, hx, packed=False)
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cells_take_the_stepwise_path(monkeypatch, cell):
+    """The default runs a cell's step as RNN_EXT_CPU_PATH=stepwise does, bit for bit."""
+    torch.manual_seed(0)
+    m = getattr(rnn_ext, cell)(16, 32)
+    x = torch.randn(3, 16, requires_grad=True)
+
+    def run():
+        out = m(x)
+        outs = list(out) if isinstance(out, tuple) else [out]
+        grads = torch.autograd.grad(sum((o * (i + 1)).sum() for i, o in enumerate(outs)), [x, *m.parameters()])
+        return [*outs, *grads]
+
+    default = run()
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", "stepwise")
+    stepwise = run()
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", "fused")
+    fused = run()
+    assert all(torch.equal(a, b) for a, b in zip(default, stepwise))
+    assert not all(torch.equal(a, b) for a, b in zip(default, fused))  # the two paths sum differently
+
+
 @pytest.mark.parametrize("opts", test_gradcheck.OPTS, ids=test_gradcheck.OPT_IDS)
 @pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh", "rnn_relu"])
 def test_gradcheck_stepwise_path(monkeypatch, case, opts):
@@ -269,7 +305,7 @@ def test_float32_gemm_routes_match_nn(monkeypatch, cell, gemm):
     (csrc/matmul.cpp), or through at::mm with RNN_EXT_CPU_GEMM=blas: both within 1e-5 of
     float64 torch.nn; the profiler shows which route ran."""
     monkeypatch.setenv("RNN_EXT_CPU_GEMM", gemm)
-    T, B, I, H = 4, 3, 512, 512
+    T, B, I, H = 8, 3, 512, 512  # 24 rows: more than the few that at::mm takes (matmul.cpp, onednn_for)
     ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
     ref = ref.double()
     x, hx = random_inputs(cell, T, B, I, H, 1, 1, dtype=torch.float32)
