@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from . import env as envmod
 from . import plot, report, timing
-from .grids import CELLS, GRIDS, MODES
+from .grids import CELLS, GRIDS, MODES, STEP_CELLS
 from .runner import run_point
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -35,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--grid", choices=list(GRIDS), default="quick",
                     help="shapes to run: " + "; ".join(f"{g.name}: {len(g.points)} shape(s), {','.join(g.cells)}"
                                                        for g in GRIDS.values()))
-    ap.add_argument("--cells", type=_list(CELLS), help="comma-separated subset of lstm,gru,rnn (default: the grid's)")
+    ap.add_argument("--cells", type=_list(CELLS + STEP_CELLS),
+                    help="comma-separated subset of lstm,gru,rnn,lstm_cell,gru_cell,rnn_cell (default: the grid's)")
     ap.add_argument("--modes", type=_list(MODES), default=list(MODES), help="inference,training (default: both)")
     ap.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda for gpu grids, cpu otherwise")
     ap.add_argument("--out", type=Path, help="output folder (default: bench/results/<grid>-<device>)")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CELLS = ("lstm", "gru", "rnn")
+# The single-step modules (nn.LSTMCell, nn.GRUCell, nn.RNNCell): one call is one step (T = 1).
+STEP_CELLS = ("lstm_cell", "gru_cell", "rnn_cell")
 MODES = ("inference", "training")
 
 
@@ -64,6 +66,10 @@ GRIDS: dict[str, Grid] = {
     "cpu-half": Grid("cpu-half", tuple(_p(*s, "bfloat16") for s in _CPU_SHAPES)
                      + tuple(_p(*s, "float16") for s in _CPU_SHAPES[:2]), CELLS, "cpu",
                      budget_s=8.0, round_s=0.4, peak_s=1.0),
+    # The cell modules, one step a call (T = 1): a call's fixed costs against torch.nn's
+    # ATen ops, from a batch of one (overhead) to 64 rows (the products).
+    "cpu-cells": Grid("cpu-cells", tuple(_p(1, b, 256, 256) for b in (1, 8, 64)), STEP_CELLS, "cpu",
+                      budget_s=6.0, round_s=0.3, peak_s=1.0),
     # The gpu grid of DESIGN.md §4, each shape in fp32 and bf16.
     "gpu": Grid("gpu", tuple(_p(*s, dt) for s in _GPU_SHAPES for dt in ("float32", "bfloat16")), CELLS, "cuda",
                 budget_s=3.0, round_s=0.02, min_rounds=5, max_rounds=200, peak_s=1.0),
@@ -76,7 +82,7 @@ GRIDS: dict[str, Grid] = {
 
 def gates(cell: str, H: int) -> int:
     """Rows of W_ih / W_hh: 4H (LSTM: i, f, g, o), 3H (GRU: r, z, n), H (Elman RNN)."""
-    return {"lstm": 4, "gru": 3, "rnn": 1}[cell] * H
+    return {"lstm": 4, "gru": 3, "rnn": 1}[cell.removesuffix("_cell")] * H
 
 
 def flops(cell: str, mode: str, p: Point) -> float:

@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter  # noqa: E402
 
-from .grids import CELLS, MODES, Point  # noqa: E402
+from .grids import CELLS, MODES, STEP_CELLS, Point  # noqa: E402
 
 _TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100]
 _COLORS = {"lstm": "#1f77b4", "gru": "#ff7f0e", "rnn": "#2ca02c"}
@@ -18,7 +18,7 @@ _COLORS = {"lstm": "#1f77b4", "gru": "#ff7f0e", "rnn": "#2ca02c"}
 def speedup_png(rows: list[dict], path: Path, title: str) -> None:
     ok = [r for r in rows if r["status"] == "ok"]
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)] or list(MODES)
-    cells = [c for c in CELLS if any(r["cell"] == c for r in rows)]
+    cells = [c for c in CELLS + STEP_CELLS if any(r["cell"] == c for r in rows)]
     points = list(dict.fromkeys(Point(r["T"], r["B"], r["I"], r["H"], r["dtype"]) for r in rows))
     fig, axes = plt.subplots(len(modes), 1, figsize=(max(6.0, 1.1 * len(points) * len(cells) + 2), 3.6 * len(modes)),
                              squeeze=False)

@@ -11,6 +11,8 @@ from . import timing, workloads
 from .grids import Grid, Point, flops
 
 # CSV columns, in order. Times in ms (median, quartiles, extremes over timed blocks).
+_NN_NAMES = {"lstm_cell": "LSTMCell", "gru_cell": "GRUCell", "rnn_cell": "RNNCell"}
+
 COLUMNS = [
     "cell", "mode", "T", "B", "I", "H", "dtype", "device", "threads", "baseline",
     "base_ms", "base_q25_ms", "base_q75_ms", "base_min_ms", "base_max_ms", "base_n",
@@ -40,7 +42,7 @@ def _run_point(cell: str, mode: str, p: Point, device: str, grid: Grid, peak_gfl
     training = mode == "training"
     row = dict.fromkeys(COLUMNS)
     row.update(cell=cell, mode=mode, T=p.T, B=p.B, I=p.I, H=p.H, dtype=p.dtype, device=device,
-               threads=torch.get_num_threads(), baseline=f"nn.{cell.upper()}", gflop=flops(cell, mode, p) / 1e9,
+               threads=torch.get_num_threads(), baseline=f"nn.{_NN_NAMES.get(cell, cell.upper())}", gflop=flops(cell, mode, p) / 1e9,
                peak_gflops=peak_gflops, status="ok")
     base = ext = inputs = None
     try:

@@ -21,8 +21,15 @@ import rnn_ext
 
 from .grids import Point
 
-_NN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-_EXT = {"lstm": rnn_ext.LSTM, "gru": rnn_ext.GRU, "rnn": rnn_ext.RNN}
+_NN = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN,
+       "lstm_cell": nn.LSTMCell, "gru_cell": nn.GRUCell, "rnn_cell": nn.RNNCell}
+_EXT = {"lstm": rnn_ext.LSTM, "gru": rnn_ext.GRU, "rnn": rnn_ext.RNN,
+        "lstm_cell": rnn_ext.LSTMCell, "gru_cell": rnn_ext.GRUCell, "rnn_cell": rnn_ext.RNNCell}
+
+
+def is_step_cell(cell: str) -> bool:
+    """A cell module (one step a call: x (B, I), hx (B, H)) rather than a layer."""
+    return cell.endswith("_cell")
 
 
 def make_pair(cell: str, p: Point, device: str, seed: int = 0) -> tuple[nn.Module, nn.Module]:
@@ -38,7 +45,8 @@ def make_pair(cell: str, p: Point, device: str, seed: int = 0) -> tuple[nn.Modul
     # refuses to flatten, cudnn.is_acceptable rejects bf16, so nn.LSTM/GRU/RNN
     # compact every call there: that is stock torch.nn behaviour, recorded in
     # the warnings column.)
-    base.flatten_parameters()
+    if not is_step_cell(cell):
+        base.flatten_parameters()
     return base, ext
 
 
@@ -53,20 +61,28 @@ def make_inputs(cell: str, p: Point, device: str, n: int, training: bool, seed: 
     torch.manual_seed(seed)
     kw = {"device": device, "dtype": getattr(torch, p.dtype)}
     out = []
+    seq = () if is_step_cell(cell) else (p.T,)  # a cell's input and states have no time or layer axis
+    states = () if is_step_cell(cell) else (1,)
     for _ in range(n):
-        x = torch.randn(p.T, p.B, p.I, **kw).requires_grad_(training)
-        h0 = torch.randn(1, p.B, p.H, **kw)
-        hx = (h0, torch.randn(1, p.B, p.H, **kw)) if cell == "lstm" else h0
-        out.append(Inputs(x, hx, torch.randn(p.T, p.B, p.H, **kw)))
+        x = torch.randn(*seq, p.B, p.I, **kw).requires_grad_(training)
+        h0 = torch.randn(*states, p.B, p.H, **kw)
+        hx = (h0, torch.randn(*states, p.B, p.H, **kw)) if cell.startswith("lstm") else h0
+        out.append(Inputs(x, hx, torch.randn(*seq, p.B, p.H, **kw)))
     return out
+
+
+def _output(module: nn.Module, inp: Inputs) -> Tensor:
+    """The output sequence of a layer, the new h of a cell."""
+    out = module(inp.x, inp.hx)
+    return out if isinstance(out, Tensor) else out[0]
 
 
 def _call(module: nn.Module, inp: Inputs, training: bool) -> list[Tensor]:
     """One step; returns the output, plus in training the gradients of x and every parameter."""
     if not training:
         with torch.no_grad():
-            return [module(inp.x, inp.hx)[0]]
-    y = module(inp.x, inp.hx)[0]
+            return [_output(module, inp)]
+    y = _output(module, inp)
     return [y, *torch.autograd.grad(y, [inp.x, *module.parameters()], inp.g)]
 
 
@@ -119,6 +135,8 @@ def probe(module: nn.Module, inp: Inputs, training: bool, device: str, detect_ba
 def baseline_backend(module: nn.Module, inp: Inputs) -> str:
     """Which library torch.nn ran: read from the autograd graph of a 2-step forward
     (MkldnnRnnLayerBackward -> oneDNN, CudnnRnnBackward -> cuDNN, else ATen's native cells)."""
+    if isinstance(module, nn.RNNCellBase):
+        return "native"  # torch.nn's cells are ATen ops on every device
     x = inp.x[:2].detach().requires_grad_(True)
     with torch.enable_grad():
         y = module(x, inp.hx)[0]
