@@ -456,6 +456,16 @@ struct WeightGrads {
   Tensor ih, hh, bias;
 };
 
+// The backward ops' output_mask: which gradients are wanted (the others are
+// returned empty, their products skipped).
+struct Wanted {
+  bool input, states, weights;
+  explicit Wanted(std::array<bool, 3> m) : input(m[0]), states(m[1]), weights(m[2]) {}
+};
+
+// An output not wanted: empty, as w_hr's gradient without projection.
+Tensor unwanted(const Tensor& like) { return at::empty({0}, like.options()); }
+
 // d_gates^T a from at = a^T (K, N), its columns split at k_split, and the
 // column sums of d_gates in the same pass (the bias gradient: no separate
 // reduction over d_gates; 2.6% of an LSTM training step's samples at T=64,
@@ -883,8 +893,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr_,
-    const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& ws_) {
+    const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& ws_,
+    std::array<bool, 3> output_mask) {
   const char* op = "rnn_ext::lstm_backward";
+  const Wanted want(output_mask);
   const NoAutocast no_autocast;
   const Tensor ws = ws_.contiguous();  // read through raw pointers
   Tensor w_hr = opt(w_hr_);
@@ -910,8 +922,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   LstmBackwardResult folded;
   if (proj && projection_folded(input, s, H, Hout, B, /*backward=*/true) &&
       lstm_projection_folded_backward(input, s, x2d, y2d, gy, grad_h_n, grad_c_n, h0, c0_acc, w_ih, w_hh, w_hr, ws,
-                                      &folded))
+                                      &folded)) {
+    auto& [dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = folded;  // (the folded path computes them all)
+    if (!want.input) dx = unwanted(input);
+    if (!want.states) dh = dc = unwanted(input);
+    if (!want.weights) dw_ih = dw_hh = db_ih = db_hh = dw_hr = unwanted(input);
     return folded;
+  }
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dc_state = grad_c_n.to(acc).contiguous().clone();
   Tensor d_gates = empty_big({s.N, G}, input.options());
@@ -932,8 +949,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     b.c0 = c0_acc.data_ptr();
     b.ws = ws.data_ptr();
     b.dc_state = dc_state.data_ptr();
-    wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
-    fused::backward_and_weight_grads(b, &wg.args, 1);
+    if (want.weights) wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
+    fused::backward_and_weight_grads(b, &wg.args, want.weights ? 1 : 0);
   }
   bool done = fuse;  // every step's gate gradients, dh_state and dc_state are final
 #ifdef RNN_EXT_WITH_CUDA
@@ -984,14 +1001,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     a.grad_gates = row_ptr(d_gates, off);
     a.stream = k.stream;
     k.lstm_bwd(a);
+    if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
 
-  Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
+  Tensor dx = want.input ? matmul_nn(d_gates, w_ih).view(input.sizes()) : unwanted(input);
+  if (!want.weights) {
+    const Tensor none = unwanted(input);
+    return {dx, want.states ? dh_state : none, want.states ? dc_state.to(dtype) : none, none, none, none, none, none};
+  }
   auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0, dtype);
-  Tensor dw_hr = at::empty({0}, input.options());
+  Tensor dw_hr = unwanted(input);
   if (proj) dw_hr = product(d_y.t(), projection_inputs(ws, H, dtype));
+  if (!want.states) return {dx, unwanted(input), unwanted(input), dw_ih, dw_hh, db, db.clone(), dw_hr};
   return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
 
@@ -1075,8 +1098,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool reverse,
-    const Tensor& output, const Tensor& ws_) {
+    const Tensor& output, const Tensor& ws_, std::array<bool, 3> output_mask) {
   const char* op = "rnn_ext::gru_backward";
+  const Wanted want(output_mask);
   const NoAutocast no_autocast;
   const Tensor ws = ws_.contiguous();  // read through raw pointers
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
@@ -1106,13 +1130,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     b.h0 = h0c.data_ptr();
     b.ws = ws.data_ptr();
     b.d_gates_hh = dg_hh.data_ptr();
-    Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
-    transpose_into(x2d, x_t);
-    previous_hidden_t_into(s, y2d, h0c, h_t);
-    wg[0] = weight_grad_job(dg_ih, x_t, I);
-    wg[1] = weight_grad_job(dg_hh, h_t, H);
+    if (want.weights) {
+      Tensor x_t = empty_big({I, s.N}, input.options()), h_t = empty_big({H, s.N}, input.options());
+      transpose_into(x2d, x_t);
+      previous_hidden_t_into(s, y2d, h0c, h_t);
+      wg[0] = weight_grad_job(dg_ih, x_t, I);
+      wg[1] = weight_grad_job(dg_hh, h_t, H);
+    }
     const fused::WeightGrad args[2] = {wg[0].args, wg[1].args};
-    fused::backward_and_weight_grads(b, args, 2);
+    fused::backward_and_weight_grads(b, args, want.weights ? 2 : 0);
   }
 
   bool done = fuse;  // every step's gate gradients and dh_state are final
@@ -1143,10 +1169,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     a.grad_h_prev = dh_state.data_ptr();  // dh*z, then += dG_hh W_hh below
     a.stream = k.stream;
     k.gru_bwd(a);
+    if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, dg_hh.narrow(0, off, rows), w_hh_m, /*accumulate=*/true);
   }
-  Tensor dx = matmul_nn(dg_ih, w_ih).view(input.sizes());
+  Tensor dx = want.input ? matmul_nn(dg_ih, w_ih).view(input.sizes()) : unwanted(input);
+  const Tensor dh0 = want.states ? dh_state : unwanted(input);
+  if (!want.weights) return {dx, dh0, unwanted(input), unwanted(input), unwanted(input), unwanted(input)};
   Tensor dw_ih, dw_hh, db_ih, db_hh;
   if (fuse || fused_weight_grad_ok(dg_ih)) {  // the fused path summed them already
     WeightGrads g_ih, g_hh;
@@ -1170,7 +1199,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     db_ih = bias_grad(dg_ih, dtype);
     db_hh = bias_grad(dg_hh, dtype);
   }
-  return {dx, dh_state, dw_ih, dw_hh, db_ih, db_hh};
+  return {dx, dh0, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 // ================================================================= RNN
@@ -1245,8 +1274,9 @@ std::tuple<Tensor, Tensor> rnn_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool relu, bool reverse,
-    const Tensor& output) {
+    const Tensor& output, std::array<bool, 3> output_mask) {
   const char* op = "rnn_ext::rnn_backward";
+  const Wanted want(output_mask);
   const NoAutocast no_autocast;
   check_args(op, input, {{"grad_output", grad_output}, {"grad_h_n", grad_h_n}, {"h0", h0}, {"w_ih", w_ih},
                          {"w_hh", w_hh}, {"output", output}});
@@ -1269,8 +1299,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const FusedSteps steps = fused_steps(s);
     const Packing wp = packing_for(rnn_cell(relu), w_hh, H, true);
     fused::Backward b = fused_backward_args(rnn_cell(relu), steps, B, H, wp, gy, y2d, dh_state, d_gates);
-    wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
-    fused::backward_and_weight_grads(b, &wg.args, 1);
+    if (want.weights) wg = weight_grad_job(d_gates, xh_transposed(s, x2d, y2d, h0), I);
+    fused::backward_and_weight_grads(b, &wg.args, want.weights ? 1 : 0);
   }
   bool done = fuse;  // every step's gate gradients and dh_state are final
 #ifdef RNN_EXT_WITH_CUDA
@@ -1296,12 +1326,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     a.grad_gates = row_ptr(d_gates, off);
     a.stream = k.stream;
     k.rnn_bwd(a);
+    if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
-  Tensor dx = matmul_nn(d_gates, w_ih).view(input.sizes());
+  Tensor dx = want.input ? matmul_nn(d_gates, w_ih).view(input.sizes()) : unwanted(input);
+  const Tensor dh0 = want.states ? dh_state : unwanted(input);
+  if (!want.weights) return {dx, dh0, unwanted(input), unwanted(input), unwanted(input), unwanted(input)};
   auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0.contiguous(), dtype);
-  return {dx, dh_state, dw_ih, dw_hh, db, db.clone()};
+  return {dx, dh0, dw_ih, dw_hh, db, db.clone()};
 }
 
 TORCH_LIBRARY_IMPL(rnn_ext, CPU, m) {

@@ -4,6 +4,7 @@
 // Registered for the CPU key in recurrence.cpp and for CUDA in
 // csrc/cuda/register_cuda.cpp. Schemas and argument docs: csrc/rnn_ext.cpp.
 #pragma once
+#include <array>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Optional.h>
 
@@ -21,7 +22,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& grad_c_n, const Tensor& input,
     const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& w_hr,
-    const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& workspace);
+    const OptTensor& batch_sizes, bool reverse, const Tensor& output, const Tensor& workspace,
+    std::array<bool, 3> output_mask);
 
 std::tuple<Tensor, Tensor, Tensor> gru_forward(
     const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
@@ -30,7 +32,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool reverse,
-    const Tensor& output, const Tensor& workspace);
+    const Tensor& output, const Tensor& workspace, std::array<bool, 3> output_mask);
 
 std::tuple<Tensor, Tensor> rnn_forward(
     const Tensor& input, const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
@@ -39,7 +41,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     const Tensor& grad_output, const Tensor& grad_h_n, const Tensor& input, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const OptTensor& batch_sizes, bool relu, bool reverse,
-    const Tensor& output);
+    const Tensor& output, std::array<bool, 3> output_mask);
 
 #ifdef RNN_EXT_WITH_CUDA
 // The current CUDA stream of the current device, as a cudaStream_t.

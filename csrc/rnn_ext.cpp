@@ -12,6 +12,9 @@
 // (LSTM: activated gates + c per row, GRU: r, z, n and W_hn h + b_hn; RNN needs
 // only its output). Backward returns a gradient for every differentiable input;
 // grad_b_ih/grad_b_hh are always computed, grad_w_hr is empty without projection.
+// Its output_mask (input, initial states, weights and biases) skips the work of
+// the gradients not wanted (their outputs are then empty): dX's product, the
+// last step's product into h0, the weight-gradient products.
 // Autograd and fake (meta) kernels are registered in rnn_ext/_ops.py.
 #include <Python.h>
 #include <torch/library.h>
@@ -31,20 +34,20 @@ TORCH_LIBRARY(rnn_ext, m) {
       "Tensor? w_hr, Tensor? batch_sizes, bool reverse, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "lstm_backward(Tensor grad_output, Tensor grad_h_n, Tensor grad_c_n, Tensor input, Tensor h0, Tensor c0, "
-      "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? batch_sizes, bool reverse, Tensor output, Tensor workspace) "
-      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+      "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor? batch_sizes, bool reverse, Tensor output, Tensor workspace, "
+      "bool[3] output_mask=[True, True, True]) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "gru_forward(Tensor input, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor? batch_sizes, bool reverse, bool need_grad) -> (Tensor, Tensor, Tensor)");
   m.def(
       "gru_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor h0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? batch_sizes, bool reverse, Tensor output, Tensor workspace) "
+      "Tensor? batch_sizes, bool reverse, Tensor output, Tensor workspace, bool[3] output_mask=[True, True, True]) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def(
       "rnn_forward(Tensor input, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
       "Tensor? batch_sizes, bool relu, bool reverse) -> (Tensor, Tensor)");
   m.def(
       "rnn_backward(Tensor grad_output, Tensor grad_h_n, Tensor input, Tensor h0, Tensor w_ih, Tensor w_hh, "
-      "Tensor? batch_sizes, bool relu, bool reverse, Tensor output) "
+      "Tensor? batch_sizes, bool relu, bool reverse, Tensor output, bool[3] output_mask=[True, True, True]) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

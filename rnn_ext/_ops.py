@@ -126,14 +126,20 @@ def _lstm_forward_fake(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes,
     )
 
 
+def _empty_unless(wanted: bool, like: Tensor, shape) -> Tensor:
+    """A backward op's output: its shape, or empty where the output_mask skipped it."""
+    return like.new_empty(shape if wanted else (0,))
+
+
 @torch.library.register_fake("rnn_ext::lstm_backward")
 def _lstm_backward_fake(grad_output, grad_h_n, grad_c_n, input, h0, c0, w_ih, w_hh, w_hr, batch_sizes, reverse,
-                        output, workspace):
+                        output, workspace, output_mask=(True, True, True)):
     G = w_hh.shape[0]
+    x, s, w = output_mask
     return (
-        input.new_empty(input.shape), h0.new_empty(h0.shape), c0.new_empty(c0.shape),
-        w_ih.new_empty(w_ih.shape), w_hh.new_empty(w_hh.shape), w_ih.new_empty((G,)), w_ih.new_empty((G,)),
-        w_hr.new_empty(w_hr.shape) if w_hr is not None else input.new_empty((0,)),
+        _empty_unless(x, input, input.shape), _empty_unless(s, input, h0.shape), _empty_unless(s, input, c0.shape),
+        _empty_unless(w, input, w_ih.shape), _empty_unless(w, input, w_hh.shape), _empty_unless(w, input, (G,)),
+        _empty_unless(w, input, (G,)), _empty_unless(w and w_hr is not None, input, w_hr.shape if w_hr is not None else ()),
     )
 
 
@@ -149,15 +155,18 @@ def _gru_forward_fake(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, n
     )
 
 
-def _one_hidden_backward_fake(input, h0, w_ih, w_hh):
+def _one_hidden_backward_fake(input, h0, w_ih, w_hh, output_mask):
     G = w_hh.shape[0]
-    return (input.new_empty(input.shape), h0.new_empty(h0.shape), w_ih.new_empty(w_ih.shape),
-            w_hh.new_empty(w_hh.shape), w_ih.new_empty((G,)), w_ih.new_empty((G,)))
+    x, s, w = output_mask
+    return (_empty_unless(x, input, input.shape), _empty_unless(s, input, h0.shape),
+            _empty_unless(w, input, w_ih.shape), _empty_unless(w, input, w_hh.shape),
+            _empty_unless(w, input, (G,)), _empty_unless(w, input, (G,)))
 
 
 @torch.library.register_fake("rnn_ext::gru_backward")
-def _gru_backward_fake(grad_output, grad_h_n, input, h0, w_ih, w_hh, batch_sizes, reverse, output, workspace):
-    return _one_hidden_backward_fake(input, h0, w_ih, w_hh)
+def _gru_backward_fake(grad_output, grad_h_n, input, h0, w_ih, w_hh, batch_sizes, reverse, output, workspace,
+                       output_mask=(True, True, True)):
+    return _one_hidden_backward_fake(input, h0, w_ih, w_hh, output_mask)
 
 
 @torch.library.register_fake("rnn_ext::rnn_forward")
@@ -167,8 +176,9 @@ def _rnn_forward_fake(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, relu, reve
 
 
 @torch.library.register_fake("rnn_ext::rnn_backward")
-def _rnn_backward_fake(grad_output, grad_h_n, input, h0, w_ih, w_hh, batch_sizes, relu, reverse, output):
-    return _one_hidden_backward_fake(input, h0, w_ih, w_hh)
+def _rnn_backward_fake(grad_output, grad_h_n, input, h0, w_ih, w_hh, batch_sizes, relu, reverse, output,
+                       output_mask=(True, True, True)):
+    return _one_hidden_backward_fake(input, h0, w_ih, w_hh, output_mask)
 
 
 # ----------------------------------------------------------------- autograd
@@ -208,6 +218,17 @@ def _differentiable_grads(ctx, layer_fn, inputs, kwargs, outputs, grads):
     return result
 
 
+def _one_state_mask(need) -> list[bool]:
+    """The backward op's output_mask for GRU/RNN: (input, h0, w_ih, w_hh, b_ih, b_hh, ...)."""
+    return [need[0], need[1], any(need[2:6])]
+
+
+def _wanted(mask, dx, states, weights) -> tuple:
+    """The backward op's gradients, None where its output_mask skipped them (empty outputs)."""
+    return ((dx if mask[0] else None), *(states if mask[1] else (None,) * len(states)),
+            *(weights if mask[2] else (None,) * len(weights)))
+
+
 def _lstm_setup(ctx, inputs, output):
     input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_grad = inputs
     y, _h_n, _c_n, ws = output
@@ -227,11 +248,14 @@ def _lstm_backward(ctx, grad_y, grad_h, grad_c, _grad_ws):
             ctx, reference.lstm_layer, (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
             {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h0, c0), (grad_y, grad_h, grad_c))
         return (*g, None, None, None)
+    need = ctx.needs_input_grad
+    mask = [need[0], need[1] or need[2], any(need[3:8])]
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _ops.lstm_backward(
         _or_zeros(grad_y, y), _or_zeros(grad_h, h0), _or_zeros(grad_c, c0), input, h0, c0, w_ih, w_hh, w_hr,
-        batch_sizes, ctx.reverse, y, ws)
-    return (dx, dh0, dc0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
-            dw_hr if w_hr is not None else None, None, None, None)
+        batch_sizes, ctx.reverse, y, ws, mask)
+    return (*_wanted(mask, dx, (dh0, dc0), (dw_ih, dw_hh, db_ih if b_ih is not None else None,
+                                           db_hh if b_hh is not None else None, dw_hr if w_hr is not None else None)),
+            None, None, None)
 
 
 def _gru_setup(ctx, inputs, output):
@@ -249,10 +273,11 @@ def _gru_backward(ctx, grad_y, grad_h, _grad_ws):
             ctx, reference.gru_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
             {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
+    mask = _one_state_mask(ctx.needs_input_grad)
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(
-        _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.reverse, y, ws)
-    return (dx, dh0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
-            None, None, None)
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.reverse, y, ws, mask)
+    return (*_wanted(mask, dx, (dh0,), (dw_ih, dw_hh, db_ih if b_ih is not None else None,
+                                        db_hh if b_hh is not None else None)), None, None, None)
 
 
 def _rnn_setup(ctx, inputs, output):
@@ -270,10 +295,12 @@ def _rnn_backward(ctx, grad_y, grad_h):
             ctx, reference.rnn_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
             {"batch_sizes": batch_sizes, "relu": ctx.relu, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
+    mask = _one_state_mask(ctx.needs_input_grad)
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.rnn_backward(
-        _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.relu, ctx.reverse, y)
-    return (dx, dh0, dw_ih, dw_hh, db_ih if b_ih is not None else None, db_hh if b_hh is not None else None,
-            None, None, None)
+        _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.relu, ctx.reverse, y,
+        mask)
+    return (*_wanted(mask, dx, (dh0,), (dw_ih, dw_hh, db_ih if b_ih is not None else None,
+                                        db_hh if b_hh is not None else None)), None, None, None)
 
 
 torch.library.register_autograd("rnn_ext::lstm_forward", _lstm_backward, setup_context=_lstm_setup)

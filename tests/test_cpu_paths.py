@@ -403,3 +403,41 @@ def test_big_buffers_reused_across_calls():
     with torch.no_grad():
         y_ref, _ = ref(x, (h0, c0))
     torch.testing.assert_close(second[0], y_ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("path", ["auto", "fused", "stepwise"])
+@pytest.mark.parametrize("cell", CELLS + ["LSTM_PROJ"])
+@pytest.mark.parametrize("T", [1, 5])
+def test_only_wanted_gradients_match_nn_float64(monkeypatch, path, cell, T):
+    """The backward ops skip the gradients nobody asked for (output_mask: dX's product when the
+    input needs none, the last step's product into h0, the weight gradients of a frozen layer);
+    the ones asked for stay torch.nn's, on every path, dense and packed."""
+    monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
+    B, I, H = 4, 3, 6
+    if cell == "LSTM_PROJ":
+        ext, ref = make_proj_pair(I, H, 2, 1, False, True)
+        x, hx = proj_inputs(T, B, I, H, 2, 1, 1)
+    else:
+        ext, ref = make_pair(cell, I, H, 1, False, True)
+        x, hx = random_inputs(cell, T, B, I, H, 1, 1)
+    states = list(hx) if isinstance(hx, tuple) else [hx]
+    for want_x, want_h, want_w in [(False, True, True), (True, False, True), (True, True, False),
+                                   (False, False, True), (True, False, False)]:
+        for packed in (False, True):
+            grads = []
+            for m in (ext, ref):
+                xi = x.detach().requires_grad_(want_x)
+                si = [s.detach().requires_grad_(want_h) for s in states]
+                for p in m.parameters():
+                    p.requires_grad_(want_w)
+                inp = pack_padded_sequence(xi, [T] + [max(1, T - 2)] * (B - 1)) if packed else xi
+                out, h = m(inp, tuple(si) if len(si) > 1 else si[0])
+                y = out.data if packed else out
+                finals = list(h) if isinstance(h, tuple) else [h]
+                leaves = [t for t, w in [(xi, want_x), *[(s, want_h) for s in si]] if w]
+                leaves += list(m.parameters()) if want_w else []
+                gen = torch.Generator().manual_seed(2)
+                loss = sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in [y, *finals])
+                grads.append(torch.autograd.grad(loss, leaves))
+            assert len(grads[0]) == len(grads[1]) > 0
+            assert_close_all(list(grads[0]), list(grads[1]), 1e-10)

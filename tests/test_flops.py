@@ -1,7 +1,8 @@
 """FlopCounterMode sees rnn_ext's ops (rnn_ext/flops.py): a forward counts the products torch.nn
 counts on its native path (float64 on the CPU, where it runs aten.mm/addmm per step; its oneDNN
-float32 LSTM counts 0), and a backward counts twice its forward (rnn_ext's backward ops compute
-every input and weight gradient)."""
+float32 LSTM counts 0), and a backward counts twice its forward where every input and weight
+gradient is wanted, less the products skipped for those that are not (the backward ops'
+output_mask)."""
 import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -44,7 +45,7 @@ def test_flops_forward_as_torch_nn_backward_twice(name, kw, packed):
         torch.manual_seed(0)
         m = getattr(mod, name)(4, 5, **kw).double()
         shape = (3, 4) if "Cell" in name else (3, 6, 4) if kw.get("batch_first") else (6, 3, 4)
-        x = torch.randn(shape, dtype=torch.float64)
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
         if packed:
             x = pack_padded_sequence(x, [6, 4, 1], batch_first=kw.get("batch_first", False))
         forward = _count(lambda: m(x))
@@ -53,3 +54,22 @@ def test_flops_forward_as_torch_nn_backward_twice(name, kw, packed):
     (nn_forward, _), (ext_forward, ext_training) = counts
     assert ext_forward == nn_forward > 0
     assert ext_training == 3 * ext_forward
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
+def test_flops_backward_skips_unwanted_gradients(name):
+    """Input without requires_grad: no dX product (2*rows*G*I); frozen weights: no weight-gradient
+    products (the forward's count)."""
+    torch.manual_seed(0)
+    m = getattr(rnn_ext, name)(4, 5).double()
+    shape = (3, 4) if "Cell" in name else (6, 3, 4)
+    rows = 3 if "Cell" in name else 18
+    G = {"LSTM": 4, "GRU": 3, "RNN": 1}[name.removesuffix("Cell")] * 5
+    input_side = 2 * rows * G * 4
+    x = torch.randn(shape, dtype=torch.float64)
+    forward = _count(lambda: m(x))
+    assert _count(lambda: _first(m(x)).sum().backward()) == 3 * forward - input_side
+    x.requires_grad_(True)
+    for p in m.parameters():
+        p.requires_grad_(False)
+    assert _count(lambda: _first(m(x)).sum().backward()) == 2 * forward
