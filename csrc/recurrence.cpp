@@ -387,15 +387,18 @@ Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows
 std::string cpu_path() { return env_choice("RNN_EXT_CPU_PATH", "fused", "stepwise"); }
 
 // One step (a cell call, or a layer over a sequence of one) takes the stepwise
-// path unless forced: packing W_ih and W_hh into the kernels' panels, per call,
-// cost more than the step itself (LSTMCell, B=8, I=H=256, 2 threads: training
-// 1.39 ms against torch.nn's 0.44, most of it the packing, the transposes and
-// the weight-gradient kernel sized for long sequences).
-bool use_fused(const Tensor& x, int64_t H, int64_t B, int64_t T) {
+// path unless forced, but for a forward of two rows or more: packing W into the
+// kernels' panels, per call, costs more than a step of one row, and the fused
+// backward's packing, transposes and weight-gradient kernel (sized for long
+// sequences) more than one step's BLAS products. Measured (AMD EPYC VM, 2 threads,
+// I=H=256, us, fused / stepwise): LSTMCell inference B=1 88 / 59, B=2 84 / 91,
+// B=8 100 / 145, B=64 223 / 325; training (both passes on one path) B=8 732 / 462,
+// B=64 1865 / 1105; RNNCell inference B=1 38 / 27, B=4 31 / 47.
+bool use_fused(const Tensor& x, int64_t H, int64_t B, int64_t T, bool backward) {
   if (!x.is_cpu() || H == 0 || B == 0) return false;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) return false;
   const std::string path = cpu_path();
-  return path == "fused" || (path == "auto" && T > 1);
+  return path == "fused" || (path == "auto" && (T > 1 || (!backward && B >= 2)));
 }
 
 // Step order, rows and offsets as the fused kernels take them.
@@ -663,7 +666,7 @@ fused::Cell rnn_cell(bool relu) { return relu ? fused::Cell::kRnnRelu : fused::C
 bool projection_folded(const Tensor& x, const Schedule& s, int64_t H, int64_t Hout, int64_t B, bool backward) {
   if (s.packed || s.T == 0 || B == 0) return false;
   if (x.is_cpu())
-    return use_fused(x, H, B, s.T) && (cpu_path() == "fused" || (!backward && H <= 2 * Hout && B >= 8));
+    return use_fused(x, H, B, s.T, backward) && (cpu_path() == "fused" || (!backward && H <= 2 * Hout && B >= 8));
 #ifdef RNN_EXT_WITH_CUDA
   return persistent_wanted(x, s);
 #else
@@ -820,7 +823,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  if (!proj && use_fused(input, H, B, s.T)) {
+  if (!proj && use_fused(input, H, B, s.T, /*backward=*/false)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
     const Tensor bias = input_side_bias(b_ih, b_hh, G, input.options());
@@ -938,7 +941,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   const Tensor ws_c = ws.narrow(1, 4 * H, H);
   const bool small = small_path_ok(input, B, s.T);
   const StepMatrix w_hh_m(w_hh, small), w_hr_m(proj ? w_hr : Tensor(), small && proj);
-  const bool fuse = !proj && use_fused(input, H, B, s.T);
+  const bool fuse = !proj && use_fused(input, H, B, s.T, /*backward=*/true);
   WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
@@ -1039,7 +1042,7 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type(), acc = acc_type(dtype);
-  if (use_fused(input, H, B, s.T)) {
+  if (use_fused(input, H, B, s.T, /*backward=*/false)) {
     // b_hr and b_hz join the input side; b_hn stays inside r * (W_hn h + b_hn)
     Tensor b_hn = b_hh.defined() ? b_hh.narrow(0, 2 * H, H).contiguous() : at::zeros({H}, input.options());
     Tensor b_side = b_hh.defined() ? at::cat({b_hh.narrow(0, 0, 2 * H), at::zeros({H}, input.options())}) : Tensor();
@@ -1120,7 +1123,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dg_ih = empty_big({s.N, G}, input.options());
   Tensor dg_hh = empty_big({s.N, G}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T));
-  const bool fuse = use_fused(input, H, B, s.T);
+  const bool fuse = use_fused(input, H, B, s.T, /*backward=*/true);
   WeightGradJob wg[2];  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);
@@ -1223,7 +1226,7 @@ std::tuple<Tensor, Tensor> rnn_forward(
   TORCH_CHECK(input.size(-1) == I, op, ": input has ", input.size(-1), " features, expected ", I);
   const Schedule s = make_schedule(input, batch_sizes, B, reverse);
   const auto dtype = input.scalar_type();
-  if (use_fused(input, H, B, s.T)) {
+  if (use_fused(input, H, B, s.T, /*backward=*/false)) {
     const FusedSteps steps = fused_steps(s);
     const Tensor x2d = mat(input, s.N, I);
     const Tensor bias = input_side_bias(b_ih, b_hh, H, input.options());
@@ -1293,7 +1296,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor d_gates = empty_big({s.N, H}, input.options());
   const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T));
-  const bool fuse = use_fused(input, H, B, s.T);
+  const bool fuse = use_fused(input, H, B, s.T, /*backward=*/true);
   WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
     const FusedSteps steps = fused_steps(s);

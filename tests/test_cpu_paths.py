@@ -90,9 +90,10 @@ def test_path_matches_nn_float64(monkeypatch, path, cell, H, B, packed):
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("B", [1, 5, 20])
 def test_one_step_matches_nn_float64(monkeypatch, path, cell, B):
-    """A sequence of one step (as a cell call is) takes the stepwise path by default, with
-    its one-step products (csrc/recurrence.cpp: use_fused, weight_grads; B=20 crosses to the
-    fused weight-gradient kernel), and the fused kernel when forced: both as torch.nn."""
+    """A sequence of one step (as a cell call is) takes the stepwise path by default (the forward
+    of two rows or more the fused kernel), with its one-step products (csrc/recurrence.cpp:
+    use_fused, weight_grads; B=20 crosses to the fused weight-gradient kernel), and the fused
+    kernels when forced: all as torch.nn."""
     monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
     for bidirectional, bias in [(False, True), (True, False)]:
         ext, ref = make_pair(cell, 6, 9, 2, bidirectional, bias)
@@ -100,26 +101,43 @@ def test_one_step_matches_nn_float64(monkeypatch, path, cell, B):
         check_float64_parity(ext, ref, x, hx, packed=False)
 
 
+def _forward_products(fn) -> int:
+    """The ATen matrix products a call runs (the fused kernels run theirs inside)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.no_grad():
+            fn()
+    return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "mkldnn::_linear_pointwise"))
+
+
 @pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell", "RNNCell"])
-def test_cells_take_the_stepwise_path(monkeypatch, cell):
-    """The default runs a cell's step as RNN_EXT_CPU_PATH=stepwise does, bit for bit."""
+def test_cells_path_choice(monkeypatch, cell):
+    """A cell's step runs as RNN_EXT_CPU_PATH=stepwise does, bit for bit (two ATen products: x's and
+    h's), but a forward of two rows or more runs the fused kernel (h's product inside it), outputs
+    bit for bit as with RNN_EXT_CPU_PATH=fused (csrc/recurrence.cpp, use_fused)."""
     torch.manual_seed(0)
     m = getattr(rnn_ext, cell)(16, 32)
-    x = torch.randn(3, 16, requires_grad=True)
 
-    def run():
+    def run(x):
         out = m(x)
         outs = list(out) if isinstance(out, tuple) else [out]
         grads = torch.autograd.grad(sum((o * (i + 1)).sum() for i, o in enumerate(outs)), [x, *m.parameters()])
         return [*outs, *grads]
 
-    default = run()
-    monkeypatch.setenv("RNN_EXT_CPU_PATH", "stepwise")
-    stepwise = run()
-    monkeypatch.setenv("RNN_EXT_CPU_PATH", "fused")
-    fused = run()
+    def on(path, fn, *args):
+        monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
+        return fn(*args)
+
+    one_row = torch.randn(1, 16, requires_grad=True)
+    default, stepwise = (on(p, run, one_row) for p in ("auto", "stepwise"))
     assert all(torch.equal(a, b) for a, b in zip(default, stepwise))
-    assert not all(torch.equal(a, b) for a, b in zip(default, fused))  # the two paths sum differently
+    assert on("auto", _forward_products, lambda: m(one_row)) == 2
+    rows = torch.randn(3, 16)
+    with torch.no_grad():
+        default, fused = (on(p, m, rows) for p in ("auto", "fused"))
+    default, fused = (list(o) if isinstance(o, tuple) else [o] for o in (default, fused))
+    assert all(torch.equal(a, b) for a, b in zip(default, fused))
+    assert on("auto", _forward_products, lambda: m(rows)) == 1
+    assert on("stepwise", _forward_products, lambda: m(rows)) == 2
 
 
 @pytest.mark.parametrize("opts", test_gradcheck.OPTS, ids=test_gradcheck.OPT_IDS)
