@@ -10,9 +10,9 @@ import torch
 from . import timing, workloads
 from .grids import Grid, Point, flops
 
-# CSV columns, in order. Times in ms (median, quartiles, extremes over timed blocks).
 _NN_NAMES = {"lstm_cell": "LSTMCell", "gru_cell": "GRUCell", "rnn_cell": "RNNCell"}
 
+# CSV columns, in order. Times in ms (median, quartiles, extremes over timed blocks).
 COLUMNS = [
     "cell", "mode", "T", "B", "I", "H", "dtype", "device", "threads", "baseline",
     "base_ms", "base_q25_ms", "base_q75_ms", "base_min_ms", "base_max_ms", "base_n",

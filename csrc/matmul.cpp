@@ -105,13 +105,14 @@ namespace {
 // 285; M=8 (512, 2048) 91 / 188. So oneDNN from 2^20 multiply-adds, and MKL for up
 // to 16 rows against a bt it would copy (one step's dX = dG W_ih, 1024 x 256: the
 // copy alone ~50 us, MKL's whole product 55).
-const c10::OperatorHandle* onednn_for(const at::Tensor& a, const at::Tensor& bt) {
+// may_copy false: never with a copy (a per-step product would copy bt every step).
+const c10::OperatorHandle* onednn_for(const at::Tensor& a, const at::Tensor& bt, bool may_copy = true) {
   const c10::OperatorHandle* op = onednn_linear();
   if (!op || blas_forced() || !a.is_cpu() || a.scalar_type() != at::kFloat || bt.scalar_type() != at::kFloat)
     return nullptr;
   const int64_t M = a.size(0), K = a.size(1), N = bt.size(0);
   const bool needs_copy = !(bt.stride(1) == 1 && bt.stride(0) == K);
-  if (M * K * N < (int64_t{1} << 20) || (needs_copy && M <= 16)) return nullptr;
+  if (M * K * N < (int64_t{1} << 20) || (needs_copy && (M <= 16 || !may_copy))) return nullptr;
   return op;  // (never empty: at::mm returns zeros for K == 0, oneDNN gets only non-empty products)
 }
 
@@ -130,7 +131,7 @@ void mm_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bo
   if (cuda_blas(out)) return cuda_mm(out, a, b, accumulate, out.scalar_type() == at::kFloat && float32_as_tf32());
 #endif
   at::Tensor o = out;  // at::mm_out takes a non-const reference
-  if (const c10::OperatorHandle* op = accumulate ? nullptr : onednn_for(a, b.t())) {
+  if (const c10::OperatorHandle* op = accumulate ? nullptr : onednn_for(a, b.t(), /*may_copy=*/false)) {
     o.copy_(onednn_nt(*op, a, b.t()));
   } else if (accumulate) {
     o.addmm_(a, b);

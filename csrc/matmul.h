@@ -17,8 +17,8 @@ bool float32_as_tf32();
 // out = a @ b (+= with accumulate): a (M, K), b (K, N), out (M, N) with dense
 // rows, any of them a view. float32 / float16 / bfloat16 on CUDA straight
 // through cuBLAS (float32 with float32_as_tf32's choice); large CPU float32
-// products without accumulate as matmul_nt's; everything else through
-// at::mm_out / addmm_.
+// products without accumulate, where b.t() needs no copy, as matmul_nt's;
+// everything else through at::mm_out / addmm_.
 void mm_into(const at::Tensor& out, const at::Tensor& a, const at::Tensor& b, bool accumulate = false);
 
 // a (M, K) @ b (K, N) -> (M, N), contiguous; on CUDA as mm_into.

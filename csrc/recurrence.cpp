@@ -28,6 +28,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -466,7 +467,8 @@ struct Wanted {
   explicit Wanted(std::array<bool, 3> m) : input(m[0]), states(m[1]), weights(m[2]) {}
 };
 
-// An output not wanted: empty, as w_hr's gradient without projection.
+// An output not wanted: empty, as w_hr's gradient without projection. A new one for
+// each output: an op's outputs may not alias each other (its schema, and opcheck).
 Tensor unwanted(const Tensor& like) { return at::empty({0}, like.options()); }
 
 // d_gates^T a from at = a^T (K, N), its columns split at k_split, and the
@@ -622,7 +624,8 @@ struct InputSide {
 InputSide set_input_side(fused::Forward& f, fused::Cell cell, const Tensor& x2d, const Tensor& w_ih, int64_t H,
                          int64_t B) {
   InputSide in;
-  if (fused::input_product_inside(B)) {
+  // (an input of 0 features: x_gates, all zeros; the kernel's x side crashed on it)
+  if (fused::input_product_inside(B) && x2d.size(1) > 0) {
     in.w_ih = packing_for(cell, w_ih, H, false);
     f.x = x2d.data_ptr();
     f.w_ih = in.w_ih.w.data_ptr();
@@ -928,8 +931,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
                                       &folded)) {
     auto& [dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = folded;  // (the folded path computes them all)
     if (!want.input) dx = unwanted(input);
-    if (!want.states) dh = dc = unwanted(input);
-    if (!want.weights) dw_ih = dw_hh = db_ih = db_hh = dw_hr = unwanted(input);
+    if (!want.states) std::tie(dh, dc) = std::make_tuple(unwanted(input), unwanted(input));
+    if (!want.weights)
+      std::tie(dw_ih, dw_hh, db_ih, db_hh, dw_hr) =
+          std::make_tuple(unwanted(input), unwanted(input), unwanted(input), unwanted(input), unwanted(input));
     return folded;
   }
   Tensor dh_state = grad_h_n.contiguous().clone();
@@ -1010,15 +1015,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   }
 
   Tensor dx = want.input ? matmul_nn(d_gates, w_ih).view(input.sizes()) : unwanted(input);
+  const auto state_grads = [&]() -> std::pair<Tensor, Tensor> {
+    if (want.states) return {dh_state, dc_state.to(dtype)};
+    return {unwanted(input), unwanted(input)};
+  };
   if (!want.weights) {
-    const Tensor none = unwanted(input);
-    return {dx, want.states ? dh_state : none, want.states ? dc_state.to(dtype) : none, none, none, none, none, none};
+    const auto [dh0, dc0] = state_grads();
+    return {dx, dh0, dc0, unwanted(input), unwanted(input), unwanted(input), unwanted(input), unwanted(input)};
   }
   auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0, dtype);
   Tensor dw_hr = unwanted(input);
   if (proj) dw_hr = product(d_y.t(), projection_inputs(ws, H, dtype));
-  if (!want.states) return {dx, unwanted(input), unwanted(input), dw_ih, dw_hh, db, db.clone(), dw_hr};
-  return {dx, dh_state, dc_state.to(dtype), dw_ih, dw_hh, db, db.clone(), dw_hr};
+  const auto [dh0, dc0] = state_grads();
+  return {dx, dh0, dc0, dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
 
 // ================================================================= GRU

@@ -17,6 +17,7 @@ from typing import Optional
 import torch
 import torch.autograd.forward_ad as _forward_ad
 from torch import Tensor
+from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
 
 from . import _C  # noqa: F401  (loads the library, which registers the ops)
 from . import reference
@@ -94,10 +95,11 @@ def _apply(function, op, need_grad, *args):
         if not need_grad:
             with torch._C._AutoDispatchBelowAutograd():
                 return op(*args)
-        # Function.apply's Python part only binds the arguments to forward's signature (all
-        # positional here) and routes torch.func transforms (none active): its C++ part
-        # directly spares a small call ~5 us.
-        return function.apply_positional(*args)
+        # Function.apply's Python part binds the arguments to forward's signature (all
+        # positional here), unwraps tensors left over from finished torch.func transforms
+        # (done here too) and routes active transforms (none): its C++ part directly
+        # spares a small call ~3 us.
+        return function.apply_positional(*_unwrap_dead_wrappers(args))
     return function.apply(*args)
 
 

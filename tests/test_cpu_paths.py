@@ -459,3 +459,24 @@ def test_only_wanted_gradients_match_nn_float64(monkeypatch, path, cell, T):
                 grads.append(torch.autograd.grad(loss, leaves))
             assert len(grads[0]) == len(grads[1]) > 0
             assert_close_all(list(grads[0]), list(grads[1]), 1e-10)
+
+
+@pytest.mark.parametrize("B", [1, 4, 9])
+def test_ops_take_an_input_of_no_features(B):
+    """I = 0 (the ops called directly; the modules' nn checks refuse input_size=0 first): the
+    recurrence alone, as the reference layers compute it, forward and backward, float64 (the
+    fused forward's in-kernel input product crashed on it from B = 4)."""
+    from rnn_ext import _ops, reference
+    x = torch.randn(5, B, 0, dtype=torch.float64, requires_grad=True)
+    for name, G, states in [("lstm", 24, 2), ("gru", 18, 1), ("rnn", 6, 1)]:
+        hx = [torch.randn(B, 6, dtype=torch.float64, requires_grad=True) for _ in range(states)]
+        w = [torch.randn(G, 0, dtype=torch.float64, requires_grad=True),
+             torch.randn(G, 6, dtype=torch.float64, requires_grad=True),
+             torch.randn(G, dtype=torch.float64, requires_grad=True),
+             torch.randn(G, dtype=torch.float64, requires_grad=True)]
+        got = getattr(_ops, f"{name}_layer")(x, *hx, *w)
+        want = getattr(reference, f"{name}_layer")(x, *hx, *w)
+        leaves = [*hx, *w[1:]]
+        g_got = torch.autograd.grad(sum(o.sum() for o in got), leaves)
+        g_want = torch.autograd.grad(sum(o.sum() for o in want), leaves)
+        assert_close_all([*got, *g_got], [*want, *g_want], 1e-10)

@@ -48,8 +48,11 @@ def test_flops_forward_as_torch_nn_backward_twice(name, kw, packed):
         x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
         if packed:
             x = pack_padded_sequence(x, [6, 4, 1], batch_first=kw.get("batch_first", False))
-        forward = _count(lambda: m(x))
-        training = _count(lambda: _data(_first(m(x))).sum().backward())
+        # (a cell's state gradient is its whole recurrent product: wanted here)
+        h = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+        args = (x, (h, h)) if name == "LSTMCell" else (x, h) if "Cell" in name else (x,)
+        forward = _count(lambda: m(*args))
+        training = _count(lambda: _data(_first(m(*args))).sum().backward())
         counts.append((forward, training))
     (nn_forward, _), (ext_forward, ext_training) = counts
     assert ext_forward == nn_forward > 0
@@ -59,17 +62,18 @@ def test_flops_forward_as_torch_nn_backward_twice(name, kw, packed):
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell"])
 def test_flops_backward_skips_unwanted_gradients(name):
     """Input without requires_grad: no dX product (2*rows*G*I); frozen weights: no weight-gradient
-    products (the forward's count)."""
+    products (the forward's count); a cell call without hx: no product into h0 (2*B*G*H)."""
     torch.manual_seed(0)
     m = getattr(rnn_ext, name)(4, 5).double()
     shape = (3, 4) if "Cell" in name else (6, 3, 4)
     rows = 3 if "Cell" in name else 18
     G = {"LSTM": 4, "GRU": 3, "RNN": 1}[name.removesuffix("Cell")] * 5
     input_side = 2 * rows * G * 4
+    state_side = 2 * 3 * G * 5 if "Cell" in name else 0  # one step: h0's product is all of it
     x = torch.randn(shape, dtype=torch.float64)
     forward = _count(lambda: m(x))
-    assert _count(lambda: _first(m(x)).sum().backward()) == 3 * forward - input_side
+    assert _count(lambda: _first(m(x)).sum().backward()) == 3 * forward - input_side - state_side
     x.requires_grad_(True)
     for p in m.parameters():
         p.requires_grad_(False)
-    assert _count(lambda: _first(m(x)).sum().backward()) == 2 * forward
+    assert _count(lambda: _first(m(x)).sum().backward()) == 2 * forward - state_side

@@ -210,6 +210,34 @@ def test_rnn_backward(device, sample):
     _opcheck_backward(ops.rnn_backward.default, rnn_backward_args(device, **sample))
 
 
+MASKS = [[False, True, True], [True, False, True], [True, True, False], [True, False, False],
+         [False, False, False]]
+
+
+@pytest.mark.parametrize("mask", MASKS, ids=lambda m: "".join("x" if w else "-" for w in m))
+@pytest.mark.parametrize("case", ["lstm", "lstm-proj-packed", "gru", "gru-packed", "rnn", "rnn-packed"])
+def test_backward_output_mask(device, case, mask):
+    """output_mask (input, states, weights): skipped outputs are empty, each its own tensor (the
+    schema's outputs alias nothing), the rest as with every gradient wanted; fake kernels agree."""
+    kind, *opts = case.split("-")
+    kw = dict(packed="packed" in opts, **({"proj": True} if "proj" in opts else {}))
+    op, args = {"lstm": (ops.lstm_backward.default, lstm_backward_args),
+                "gru": (ops.gru_backward.default, gru_backward_args),
+                "rnn": (ops.rnn_backward.default, rnn_backward_args)}[kind]
+    args = list(args(device, **kw))
+    _opcheck(op, (*args, mask))
+    full, masked = op(*args), op(*args, mask)
+    groups = {"lstm": [0, 1, 1, 2, 2, 2, 2, 2], "gru": [0, 1, 2, 2, 2, 2], "rnn": [0, 1, 2, 2, 2, 2]}[kind]
+    for i, (f, m, g) in enumerate(zip(full, masked, groups)):
+        if mask[g]:
+            assert torch.equal(f, m), i
+        else:
+            assert m.numel() == 0, i
+    ptrs = [m.untyped_storage().data_ptr() for m in masked if m.untyped_storage().nbytes()]
+    assert len(ptrs) == len(set(ptrs))
+    assert len({id(m) for m in masked}) == len(masked)
+
+
 # ----------------------------------------------------------------- contract details the samples rely on
 @pytest.mark.parametrize("packed", [False, True], ids=["dense", "packed"])
 def test_workspace_shapes_follow_need_grad(device, packed):
