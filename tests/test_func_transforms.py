@@ -71,3 +71,24 @@ def test_hessian_matches_autograd_hessian(name):
     got = torch.func.hessian(lambda x: ext(x)[0].pow(2).sum())(x)
     want = torch.autograd.functional.hessian(lambda x: ref(x)[0].pow(2).sum(), x)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_tensor_leaked_from_a_finished_transform_trains_as_in_torch_nn():
+    """A tensor stashed inside torch.func.grad outlives the transform as a dead wrapper;
+    Function.apply unwraps such tensors, and so does rnn_ext's direct C++ apply (rnn_ext/_ops.py,
+    _apply): without it backward raised 'Trying to backward through the graph a second time'."""
+    grads = []
+    for mod in (torch.nn, rnn_ext):
+        torch.manual_seed(0)
+        m = mod.LSTM(3, 4).double()
+        leaked = {}
+
+        def f(x):
+            leaked["z"] = x * 2
+            return (leaked["z"] ** 2).sum()
+
+        torch.func.grad(f)(torch.randn(2, 1, 3, dtype=torch.float64))
+        y, _ = m(leaked["z"])
+        y.sum().backward()
+        grads.append(m.weight_ih_l0.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-10, atol=1e-12)
