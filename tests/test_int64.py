@@ -49,6 +49,11 @@ NARROW = re.compile(r"\b(int|unsigned|short|int32_t|uint32_t|int16_t|uint16_t|in
 ALLOWLIST = [
     ("fast_math.h", r"^int32_t bits;$", "float32 bit pattern for exp()'s 2^n (|n| <= 128), not an index"),
     ("fast_math.h", r"\bstd::memcpy\(&\w+, &\w+, (4|sizeof\(\w+\))\)", "bit cast of the int32 exponent"),
+    ("cells_cpu.cpp", r"^uint16_t bits;$", "the 16 bits of one bfloat16 (Bf16)"),
+    ("cells_cpu.cpp", r"^uint32_t u;$", "a float32's bit pattern (Bf16's conversion)"),
+    ("cells_cpu.cpp", r"\buint16_t\{0x7FC0\} : static_cast<uint16_t>\(\(u \+ \(\(u >> 16\) & 1u\) \+ 0x7FFFu\) >> 16\)",
+     "float32 bits rounded to bfloat16's"),
+    ("cells_cpu.cpp", r"^const uint32_t u = static_cast<uint32_t>\(bits\) << 16;$", "bfloat16 bits widened to float32's"),
     ("cells_cuda.cu", r"\bfor \(int k = 0; k < [45]; \+\+k\)", "loop over the 4 LSTM gates"),
     ("cells_cuda.cu", r"\bconstexpr int kThreads = \d+;", "threads per block"),
     ("cells_cuda.cu", r"static_cast<int>\(dtype\)", "enum value in an error message"),
