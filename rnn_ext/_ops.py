@@ -220,6 +220,14 @@ def _differentiable_grads(ctx, layer_fn, inputs, kwargs, outputs, grads):
     return result
 
 
+def _below_autograd(op, *args):
+    """A backward op called from a backward that builds no graph (grad mode off): below its
+    autograd registration, a Python kernel that would only check that nothing requires grad
+    (~10 us a call)."""
+    with torch._C._AutoDispatchBelowAutograd():
+        return op(*args)
+
+
 def _one_state_mask(need) -> list[bool]:
     """The backward op's output_mask for GRU/RNN: (input, h0, w_ih, w_hh, b_ih, b_hh, ...)."""
     return [need[0], need[1], any(need[2:6])]
@@ -252,7 +260,7 @@ def _lstm_backward(ctx, grad_y, grad_h, grad_c, _grad_ws):
         return (*g, None, None, None)
     need = ctx.needs_input_grad
     mask = [need[0], need[1] or need[2], any(need[3:8])]
-    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _ops.lstm_backward(
+    dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _below_autograd(_ops.lstm_backward,
         _or_zeros(grad_y, y), _or_zeros(grad_h, h0), _or_zeros(grad_c, c0), input, h0, c0, w_ih, w_hh, w_hr,
         batch_sizes, ctx.reverse, y, ws, mask)
     return (*_wanted(mask, dx, (dh0, dc0), (dw_ih, dw_hh, db_ih if b_ih is not None else None,
@@ -276,7 +284,7 @@ def _gru_backward(ctx, grad_y, grad_h, _grad_ws):
             {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
     mask = _one_state_mask(ctx.needs_input_grad)
-    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.gru_backward(
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _below_autograd(_ops.gru_backward,
         _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.reverse, y, ws, mask)
     return (*_wanted(mask, dx, (dh0,), (dw_ih, dw_hh, db_ih if b_ih is not None else None,
                                         db_hh if b_hh is not None else None)), None, None, None)
@@ -298,7 +306,7 @@ def _rnn_backward(ctx, grad_y, grad_h):
             {"batch_sizes": batch_sizes, "relu": ctx.relu, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
     mask = _one_state_mask(ctx.needs_input_grad)
-    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _ops.rnn_backward(
+    dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _below_autograd(_ops.rnn_backward,
         _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.relu, ctx.reverse, y,
         mask)
     return (*_wanted(mask, dx, (dh0,), (dw_ih, dw_hh, db_ih if b_ih is not None else None,
