@@ -28,7 +28,6 @@
 
 #include <cstdlib>
 #include <string>
-#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -931,10 +930,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
                                       &folded)) {
     auto& [dx, dh, dc, dw_ih, dw_hh, db_ih, db_hh, dw_hr] = folded;  // (the folded path computes them all)
     if (!want.input) dx = unwanted(input);
-    if (!want.states) std::tie(dh, dc) = std::make_tuple(unwanted(input), unwanted(input));
+    if (!want.states)
+      for (Tensor* t : {&dh, &dc}) *t = unwanted(input);
     if (!want.weights)
-      std::tie(dw_ih, dw_hh, db_ih, db_hh, dw_hr) =
-          std::make_tuple(unwanted(input), unwanted(input), unwanted(input), unwanted(input), unwanted(input));
+      for (Tensor* t : {&dw_ih, &dw_hh, &db_ih, &db_hh, &dw_hr}) *t = unwanted(input);
     return folded;
   }
   Tensor dh_state = grad_h_n.contiguous().clone();
@@ -1015,18 +1014,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   }
 
   Tensor dx = want.input ? matmul_nn(d_gates, w_ih).view(input.sizes()) : unwanted(input);
-  const auto state_grads = [&]() -> std::pair<Tensor, Tensor> {
-    if (want.states) return {dh_state, dc_state.to(dtype)};
-    return {unwanted(input), unwanted(input)};
-  };
-  if (!want.weights) {
-    const auto [dh0, dc0] = state_grads();
+  const Tensor dh0 = want.states ? dh_state : unwanted(input);
+  const Tensor dc0 = want.states ? dc_state.to(dtype) : unwanted(input);
+  if (!want.weights)
     return {dx, dh0, dc0, unwanted(input), unwanted(input), unwanted(input), unwanted(input), unwanted(input)};
-  }
   auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0, dtype);
   Tensor dw_hr = unwanted(input);
   if (proj) dw_hr = product(d_y.t(), projection_inputs(ws, H, dtype));
-  const auto [dh0, dc0] = state_grads();
   return {dx, dh0, dc0, dw_ih, dw_hh, db, db.clone(), dw_hr};
 }
 

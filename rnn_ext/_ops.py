@@ -228,9 +228,9 @@ def _below_autograd(op, *args):
         return op(*args)
 
 
-def _one_state_mask(need) -> list[bool]:
-    """The backward op's output_mask for GRU/RNN: (input, h0, w_ih, w_hh, b_ih, b_hh, ...)."""
-    return [need[0], need[1], any(need[2:6])]
+def _output_mask(need, n_states: int, n_weights: int) -> list[bool]:
+    """The backward op's output_mask from the forward's needs_input_grad: (input, states..., weights...)."""
+    return [need[0], any(need[1:1 + n_states]), any(need[1 + n_states:1 + n_states + n_weights])]
 
 
 def _wanted(mask, dx, states, weights) -> tuple:
@@ -258,8 +258,7 @@ def _lstm_backward(ctx, grad_y, grad_h, grad_c, _grad_ws):
             ctx, reference.lstm_layer, (input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr),
             {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h0, c0), (grad_y, grad_h, grad_c))
         return (*g, None, None, None)
-    need = ctx.needs_input_grad
-    mask = [need[0], need[1] or need[2], any(need[3:8])]
+    mask = _output_mask(ctx.needs_input_grad, 2, 5)  # h0, c0; w_ih, w_hh, b_ih, b_hh, w_hr
     dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh, dw_hr = _below_autograd(_ops.lstm_backward,
         _or_zeros(grad_y, y), _or_zeros(grad_h, h0), _or_zeros(grad_c, c0), input, h0, c0, w_ih, w_hh, w_hr,
         batch_sizes, ctx.reverse, y, ws, mask)
@@ -283,7 +282,7 @@ def _gru_backward(ctx, grad_y, grad_h, _grad_ws):
             ctx, reference.gru_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
             {"batch_sizes": batch_sizes, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
-    mask = _one_state_mask(ctx.needs_input_grad)
+    mask = _output_mask(ctx.needs_input_grad, 1, 4)  # h0; w_ih, w_hh, b_ih, b_hh
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _below_autograd(_ops.gru_backward,
         _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.reverse, y, ws, mask)
     return (*_wanted(mask, dx, (dh0,), (dw_ih, dw_hh, db_ih if b_ih is not None else None,
@@ -305,7 +304,7 @@ def _rnn_backward(ctx, grad_y, grad_h):
             ctx, reference.rnn_layer, (input, h0, w_ih, w_hh, b_ih, b_hh),
             {"batch_sizes": batch_sizes, "relu": ctx.relu, "reverse": ctx.reverse}, (y, h0), (grad_y, grad_h))
         return (*g, None, None, None)
-    mask = _one_state_mask(ctx.needs_input_grad)
+    mask = _output_mask(ctx.needs_input_grad, 1, 4)  # h0; w_ih, w_hh, b_ih, b_hh
     dx, dh0, dw_ih, dw_hh, db_ih, db_hh = _below_autograd(_ops.rnn_backward,
         _or_zeros(grad_y, y), _or_zeros(grad_h, h0), input, h0, w_ih, w_hh, batch_sizes, ctx.relu, ctx.reverse, y,
         mask)
