@@ -13,6 +13,8 @@ PY := .venv/bin/python
 ENV_STAMP := .venv/.torch-installed
 endif
 DEPS := ninja pytest numpy expecttest hypothesis matplotlib tqdm
+# tests/test_onnx.py needs these; where they cannot be installed (no network), it skips
+ONNX_DEPS := onnx onnxscript onnxruntime
 PYTEST_ARGS ?=
 
 .PHONY: all deps build test bench bench-full gpu-check fuzz clean
@@ -29,6 +31,9 @@ all: test
 deps: $(ENV_STAMP)
 	@missing=$$(for m in $(DEPS); do $(PY) -c "import $$m" 2>/dev/null || echo $$m; done); \
 	if [ -n "$$missing" ]; then echo "installing: $$missing"; $(PY) -m pip install -q $$missing; fi
+	@missing=$$(for m in $(ONNX_DEPS); do $(PY) -c "import $$m" 2>/dev/null || echo $$m; done); \
+	if [ -n "$$missing" ]; then echo "installing: $$missing"; \
+	  $(PY) -m pip install -q --retries 1 $$missing || echo "not installed: $$missing (tests/test_onnx.py skips)"; fi
 
 build: deps
 	$(PY) setup.py -q build_ext --inplace

@@ -9,6 +9,7 @@ Device, dtype, training mode and registered hooks are kept.
 """
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from . import modules
@@ -61,6 +62,28 @@ def _swap(m: nn.Module, cls: type) -> nn.Module:
     new._is_full_backward_hook = m._is_full_backward_hook
     new.train(m.training)
     return new
+
+
+def torch_forward(module: nn.Module, *args):
+    """torch.nn's forward for an rnn_ext `module`, with its current weights.
+
+    For torch.onnx.export: the exporters translate aten::lstm, gru, rnn_tanh,
+    rnn_relu and the cells into ONNX's LSTM, GRU and RNN operators; they know
+    nothing of rnn_ext's ops. The weights are read through the module's
+    attributes, so parametrizations and weight_norm are honoured.
+    """
+    cls = next(_TO_TORCH[c] for c in type(module).__mro__ if c in _TO_TORCH)  # subclasses too
+    args_, kw = _constructor_args(module)
+    twin = cls(*args_, **kw, device="meta")  # no allocation: its weights are replaced below
+    twin.train(module.training)
+    # Plain attributes, not parameters (a parametrized weight is a computed tensor);
+    # not torch.func.functional_call, which refuses to run under torch.jit tracing.
+    for name in list(twin._parameters):
+        del twin._parameters[name]
+        object.__setattr__(twin, name, getattr(module, name))
+    if isinstance(twin, nn.RNNBase):
+        twin._init_flat_weights()
+    return twin.forward(*args)
 
 
 def convert(model: nn.Module, to: str = "rnn_ext") -> nn.Module:

@@ -48,6 +48,19 @@ def _refuse_script(module: nn.Module) -> None:
     )
 
 
+def _onnx_exporting() -> bool:
+    # torch.onnx.export traces through torch.jit (dynamo=False) or torch.export
+    # (dynamo=True); those cheap checks first (is_in_onnx_export costs ~2 us a call).
+    return (torch.jit.is_tracing() or torch.compiler.is_exporting()) and torch.onnx.is_in_onnx_export()
+
+
+def _torch_forward(module: nn.Module, input, hx):
+    # Under torch.onnx.export: ONNX has LSTM, GRU and RNN operators, and the
+    # exporters translate torch.nn's ops into them; rnn_ext's ops they do not know.
+    from .convert import torch_forward  # convert imports this module
+    return torch_forward(module, input, hx)
+
+
 def _permute(hx: Tensor, permutation: Optional[Tensor]) -> Tensor:
     return hx if permutation is None else hx.index_select(1, permutation)
 
@@ -122,6 +135,8 @@ class _RecurrentLayer(nn.RNNBase):
         return [hx]
 
     def _forward(self, input, hx):
+        if _onnx_exporting():
+            return _torch_forward(self, input, hx)
         orig_input = input
         if isinstance(orig_input, PackedSequence):
             input, batch_sizes, sorted_indices, unsorted_indices = orig_input
@@ -359,6 +374,8 @@ class RNNCell(_Cell):
         return f"rnn_{self.nonlinearity}_cell" if self.nonlinearity in ("tanh", "relu") else ""
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        if _onnx_exporting():
+            return _torch_forward(self, input, hx)
         x, states, w, is_batched = self._prepare(input, None if hx is None else [hx], "RNNCell", "hidden")
         if self.nonlinearity not in ("tanh", "relu"):
             raise RuntimeError(f"Unknown nonlinearity: {self.nonlinearity}")
@@ -379,6 +396,8 @@ class LSTMCell(_Cell):
         super().__init__(input_size, hidden_size, bias, num_chunks=4, device=device, dtype=dtype)
 
     def forward(self, input: Tensor, hx: Optional[tuple[Tensor, Tensor]] = None) -> tuple[Tensor, Tensor]:
+        if _onnx_exporting():
+            return _torch_forward(self, input, hx)
         # torch.nn's behaviour, quirks included: unbatched input takes hx[0] and hx[1]
         # whatever hx is; batched input needs a 2-sequence of tensors.
         if hx is not None:
@@ -407,6 +426,8 @@ class GRUCell(_Cell):
         super().__init__(input_size, hidden_size, bias, num_chunks=3, device=device, dtype=dtype)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        if _onnx_exporting():
+            return _torch_forward(self, input, hx)
         x, states, w, is_batched = self._prepare(input, None if hx is None else [hx], "GRUCell", "hidden")
         _, h = _ops.gru_layer(x, states[0], *w)
         return h if is_batched else h.squeeze(0)
