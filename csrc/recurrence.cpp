@@ -27,6 +27,7 @@
 #include <torch/version.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -342,6 +343,53 @@ void step_mm(Tensor& out, const Tensor& a, const StepMatrix& m, bool accumulate 
   }
 }
 
+// One step of at most small_nt_max_rows() rows on the CPU in float32/float64 (a
+// cell call, or a layer over a sequence of one, on the stepwise path): the gate
+// products come straight from the weights' rows (small_nt_cpu), not from BLAS
+// through transposed views; per call that spares BLAS's setup and a dozen
+// dispatcher calls, most of a small cell's time.
+bool direct_step(const Tensor& x, const Schedule& s, int64_t B, std::initializer_list<Tensor> weights) {
+  if (!x.is_cpu() || s.T != 1 || B < 1 || B > small_nt_max_rows()) return false;
+  if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) return false;
+  for (const Tensor& w : weights)
+    if (w.defined() && !w.is_contiguous()) return false;
+  return true;
+}
+
+// out (rows, N) = a (rows, K) @ w^T, w (N, K); a and out dense rows (direct_step).
+void direct_nt(void* out, const Tensor& a, int64_t rows, const Tensor& w) {
+  small_nt_cpu(to_dtype(a.scalar_type()), a.data_ptr(), w.data_ptr(), out, rows, w.size(1), w.size(0), false);
+}
+
+// X W_ih^T for every step at once, (N, G).
+Tensor input_gates(const Tensor& x2d, const Tensor& w_ih, bool direct) {
+  if (!direct) return matmul_nt(x2d, w_ih);
+  Tensor out = at::empty({x2d.size(0), w_ih.size(0)}, x2d.options());
+  direct_nt(out.data_ptr(), x2d, x2d.size(0), w_ih);
+  return out;
+}
+
+// The backward's products at one such step: dg (rows, G) @ w (G, K) into a
+// weight's input (accumulating into out, or a new tensor), and dg^T a with the
+// column sums of dg for a weight's and its bias's gradients.
+void direct_nn_into(void* out, const Tensor& dg, int64_t rows, const Tensor& w, bool accumulate) {
+  small_mm_cpu(to_dtype(dg.scalar_type()), dg.data_ptr(), w.data_ptr(), out, rows, w.size(0), w.size(1),
+               accumulate);
+}
+Tensor grad_into_input(const Tensor& dg, const Tensor& w, bool direct) {
+  if (!direct) return matmul_nn(dg, w);
+  Tensor out = at::empty({dg.size(0), w.size(1)}, dg.options());
+  direct_nn_into(out.data_ptr(), dg, dg.size(0), w, false);
+  return out;
+}
+Tensor direct_weight_grad(const Tensor& dg, const Tensor& a, Tensor* db) {
+  Tensor dw = at::empty({dg.size(1), a.size(1)}, dg.options());
+  if (db) *db = at::empty({dg.size(1)}, dg.options());
+  small_tn_cpu(to_dtype(dg.scalar_type()), dg.data_ptr(), a.data_ptr(), dw.data_ptr(), db ? db->data_ptr() : nullptr,
+               dg.size(0), dg.size(1), a.size(1));
+  return dw;
+}
+
 // Rows h_{t-1} for every step, packed like the input, written into hp (N, Hout).
 void previous_hidden_into(const Schedule& s, const Tensor& y2d, const Tensor& h0, Tensor hp) {
   if (s.N == 0) return;
@@ -387,18 +435,22 @@ Tensor mat(const Tensor& t, int64_t rows, int64_t cols) { return t.reshape({rows
 std::string cpu_path() { return env_choice("RNN_EXT_CPU_PATH", "fused", "stepwise"); }
 
 // One step (a cell call, or a layer over a sequence of one) takes the stepwise
-// path unless forced, but for a forward of two rows or more: packing W into the
-// kernels' panels, per call, costs more than a step of one row, and the fused
-// backward's packing, transposes and weight-gradient kernel (sized for long
-// sequences) more than one step's BLAS products. Measured (AMD EPYC VM, 2 threads,
-// I=H=256, us, fused / stepwise): LSTMCell inference B=1 88 / 59, B=2 84 / 91,
-// B=8 100 / 145, B=64 223 / 325; training (both passes on one path) B=8 732 / 462,
-// B=64 1865 / 1105; RNNCell inference B=1 38 / 27, B=4 31 / 47.
+// path unless forced, but for a forward of more than small_nt_max_rows() rows:
+// packing W into the kernels' panels, per call, costs more than a step of a few
+// rows, and the fused backward's packing, transposes and weight-gradient kernel
+// (sized for long sequences) more than one step's products. Up to that many
+// rows the step's products come straight from the weights (direct_step).
+// Measured forward, fused / stepwise (Intel Xeon VM, 2 threads, I=H, us):
+// LSTMCell H=256 B=2 185 / 104, B=8 251-311 / 193-198, B=16 261 / 322 (with
+// the direct products allowed 16 rows); GRUCell H=256 B=8 216-226 / 143-144,
+// B=16 236 / 234; RNNCell H=64 B=8 42-44 / 36-38. Before the direct products
+// (AMD EPYC VM, BLAS per step): LSTMCell B=8 100 / 145, B=64 223 / 325;
+// training (both passes on one path) B=8 732 / 462, B=64 1865 / 1105.
 bool use_fused(const Tensor& x, int64_t H, int64_t B, int64_t T, bool backward) {
   if (!x.is_cpu() || H == 0 || B == 0) return false;
   if (x.scalar_type() != at::kFloat && x.scalar_type() != at::kDouble) return false;
   const std::string path = cpu_path();
-  return path == "fused" || (path == "auto" && (T > 1 || (!backward && B >= 2)));
+  return path == "fused" || (path == "auto" && (T > 1 || (!backward && B > small_nt_max_rows())));
 }
 
 // Step order, rows and offsets as the fused kernels take them.
@@ -531,6 +583,11 @@ WeightGrads weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor&
   // One step (a cell call): h_{t-1} is h0, and two products of the rows as they are, as
   // torch.nn's cells run them, spare the concatenation and the split copies (RNNCell,
   // B=8, H=256: two 256 x 256 copies of ~10 us each, a training call's 5%).
+  if (s.T == 1 && direct_step(x2d, s, s.N, {})) {  // a few rows: straight from them (direct_step)
+    Tensor db;
+    Tensor dw_ih = direct_weight_grad(d_gates, x2d, &db);
+    return {dw_ih, direct_weight_grad(d_gates, h0.contiguous(), nullptr), db};
+  }
   if (s.T == 1) return {product(d_gates.t(), x2d), product(d_gates.t(), h0), bias_grad(d_gates, dtype)};
   Tensor xh = at::empty({s.N, I + Hout}, x2d.options());
   xh.narrow(1, 0, I).copy_(x2d);
@@ -846,8 +903,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
       lstm_projection_folded_forward(input, s, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, need_grad, &folded))
     return folded;
   const Kernels k = kernels_for(input);
+  const bool direct = direct_step(input, s, B, {w_ih, w_hh, w_hr});
 
-  Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);  // (N, 4H), all steps at once
+  Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, direct);  // (N, 4H), all steps at once
   Tensor y = at::empty({s.N, Hout}, input.options());
   Tensor c_state = c0.to(acc).contiguous().clone();
   Tensor ws = empty_big({need_grad ? s.N : 0, 5 * H}, input.options().dtype(acc));
@@ -864,13 +922,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor h_gates = at::empty({B, G}, input.options());
   Tensor h_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
   const bool small = small_path_ok(input, B, s.T);
-  const StepMatrix w_hh_t(w_hh.t(), small), w_hr_t(proj ? w_hr.t() : Tensor(), small && proj);
+  const StepMatrix w_hh_t(direct ? Tensor() : w_hh.t(), small),
+      w_hr_t(proj && !direct ? w_hr.t() : Tensor(), small && proj);
 
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
-    Tensor hg = h_gates.narrow(0, 0, rows);
-    step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    Tensor hg = direct ? h_gates : h_gates.narrow(0, 0, rows);
+    if (direct) direct_nt(hg.data_ptr(), h_state, rows, w_hh);
+    else step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
     LstmForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -886,7 +946,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     a.workspace = need_grad ? row_ptr(ws, off) : nullptr;
     a.stream = k.stream;
     k.lstm_fwd(a);
-    if (proj) {
+    if (proj && direct) {  // y_t and then h_state from the projection, rows dense
+      direct_nt(row_ptr(y, off), h_pre, rows, w_hr);
+      std::memcpy(h_state.data_ptr(), row_ptr(y, off), rows * Hout * y.element_size());
+    } else if (proj) {
       Tensor y_t = y.narrow(0, off, rows);
       step_mm(y_t, h_pre.narrow(0, 0, rows), w_hr_t);
       h_state.narrow(0, 0, rows).copy_(y_t);
@@ -960,6 +1023,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     fused::backward_and_weight_grads(b, &wg.args, want.weights ? 1 : 0);
   }
   bool done = fuse;  // every step's gate gradients, dh_state and dc_state are final
+  const bool direct = !fuse && !proj && direct_step(input, s, B, {w_ih, w_hh});
 #ifdef RNN_EXT_WITH_CUDA
   if (!done && !proj && persistent_wanted(input, s)) {
     SequenceBackwardArgs args =
@@ -1009,11 +1073,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     a.stream = k.stream;
     k.lstm_bwd(a);
     if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
+    if (direct) {
+      direct_nn_into(dh_state.data_ptr(), d_gates, rows, w_hh, false);
+      continue;
+    }
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
 
-  Tensor dx = want.input ? matmul_nn(d_gates, w_ih).view(input.sizes()) : unwanted(input);
+  Tensor dx = want.input ? grad_into_input(d_gates, w_ih, direct).view(input.sizes()) : unwanted(input);
   const Tensor dh0 = want.states ? dh_state : unwanted(input);
   const Tensor dc0 = want.states ? dc_state.to(dtype) : unwanted(input);
   if (!want.weights)
@@ -1064,8 +1132,9 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
     return {as_output(y, input, H), final_hidden(steps, y, B), ws};
   }
   const Kernels k = kernels_for(input);
+  const bool direct = direct_step(input, s, B, {w_ih, w_hh});
 
-  Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);
+  Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, direct);
   Tensor y = at::empty({s.N, H}, input.options());
   Tensor ws = empty_big({need_grad ? s.N : 0, 4 * H}, input.options().dtype(acc));
 #ifdef RNN_EXT_WITH_CUDA
@@ -1077,13 +1146,14 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 #endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
-  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B, s.T));
+  const StepMatrix w_hh_t(direct ? Tensor() : w_hh.t(), small_path_ok(input, B, s.T));
 
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
-    Tensor hg = h_gates.narrow(0, 0, rows);
-    step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    Tensor hg = direct ? h_gates : h_gates.narrow(0, 0, rows);
+    if (direct) direct_nt(hg.data_ptr(), h_state, rows, w_hh);
+    else step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
     GruForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -1158,6 +1228,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   }
 #endif
   const Tensor h_prev = fuse ? Tensor() : previous_hidden(s, y2d, h0.contiguous());
+  const bool direct = !fuse && direct_step(input, s, B, {w_ih, w_hh});
   // stepwise path (skipped when the fused or persistent kernel already ran every step)
   for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
@@ -1176,10 +1247,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     a.stream = k.stream;
     k.gru_bwd(a);
     if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
+    if (direct) {
+      direct_nn_into(dh_state.data_ptr(), dg_hh, rows, w_hh, /*accumulate=*/true);
+      continue;
+    }
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, dg_hh.narrow(0, off, rows), w_hh_m, /*accumulate=*/true);
   }
-  Tensor dx = want.input ? matmul_nn(dg_ih, w_ih).view(input.sizes()) : unwanted(input);
+  Tensor dx = want.input ? grad_into_input(dg_ih, w_ih, direct).view(input.sizes()) : unwanted(input);
   const Tensor dh0 = want.states ? dh_state : unwanted(input);
   if (!want.weights) return {dx, dh0, unwanted(input), unwanted(input), unwanted(input), unwanted(input)};
   Tensor dw_ih, dw_hh, db_ih, db_hh;
@@ -1199,6 +1274,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     db_ih = g_ih.bias;
     dw_hh = g_hh.ih;
     db_hh = g_hh.bias;
+  } else if (direct) {
+    dw_ih = direct_weight_grad(dg_ih, x2d, &db_ih);
+    dw_hh = direct_weight_grad(dg_hh, h_prev, &db_hh);
   } else {
     dw_ih = product(dg_ih.t(), x2d);
     dw_hh = product(dg_hh.t(), h_prev);
@@ -1242,8 +1320,9 @@ std::tuple<Tensor, Tensor> rnn_forward(
     return {as_output(y, input, H), final_hidden(steps, y, B)};
   }
   const Kernels k = kernels_for(input);
+  const bool direct = direct_step(input, s, B, {w_ih, w_hh});
 
-  Tensor x_gates = matmul_nt(mat(input, s.N, I), w_ih);
+  Tensor x_gates = input_gates(mat(input, s.N, I), w_ih, direct);
   Tensor y = at::empty({s.N, H}, input.options());
 #ifdef RNN_EXT_WITH_CUDA
   if (persistent_wanted(input, s)) {
@@ -1254,12 +1333,13 @@ std::tuple<Tensor, Tensor> rnn_forward(
 #endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, H}, input.options());
-  const StepMatrix w_hh_t(w_hh.t(), small_path_ok(input, B, s.T));
+  const StepMatrix w_hh_t(direct ? Tensor() : w_hh.t(), small_path_ok(input, B, s.T));
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
-    Tensor hg = h_gates.narrow(0, 0, rows);
-    step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    Tensor hg = direct ? h_gates : h_gates.narrow(0, 0, rows);
+    if (direct) direct_nt(hg.data_ptr(), h_state, rows, w_hh);
+    else step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
     RnnForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -1317,6 +1397,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     done = sequence_backward_cuda(args.a);
   }
 #endif
+  const bool direct = !fuse && direct_step(input, s, B, {w_ih, w_hh});
   // stepwise path (skipped when the fused or persistent kernel already ran every step)
   for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
@@ -1333,10 +1414,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     a.stream = k.stream;
     k.rnn_bwd(a);
     if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
+    if (direct) {
+      direct_nn_into(dh_state.data_ptr(), d_gates, rows, w_hh, false);
+      continue;
+    }
     Tensor dh = dh_state.narrow(0, 0, rows);
     step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
   }
-  Tensor dx = want.input ? matmul_nn(d_gates, w_ih).view(input.sizes()) : unwanted(input);
+  Tensor dx = want.input ? grad_into_input(d_gates, w_ih, direct).view(input.sizes()) : unwanted(input);
   const Tensor dh0 = want.states ? dh_state : unwanted(input);
   if (!want.weights) return {dx, dh0, unwanted(input), unwanted(input), unwanted(input), unwanted(input)};
   auto [dw_ih, dw_hh, db] = fuse ? wg.result() : weight_grads(s, d_gates, x2d, y2d, h0.contiguous(), dtype);

@@ -34,12 +34,15 @@ def _rows(input: Tensor, batch_sizes: Optional[Tensor]) -> int:
 
 
 def _needs_grad(*tensors) -> bool:
-    requires = any(t is not None and t.requires_grad for t in tensors)
     # torch.jit.trace records need_grad as a constant, and the trace may later run
     # with grad mode either way: keep the workspace whenever something requires grad.
-    if torch.jit.is_tracing():
-        return requires
-    return torch.is_grad_enabled() and requires
+    # (A plain loop: every call of a layer or cell comes here.)
+    if not torch.is_grad_enabled() and not torch.jit.is_tracing():
+        return False
+    for t in tensors:
+        if t is not None and t.requires_grad:
+            return True
+    return False
 
 
 # ----------------------------------------------------------------- public wrappers
@@ -85,7 +88,7 @@ def _apply(function, op, need_grad, *args):
     # torch.jit.trace records the op itself (a Function would be an opaque
     # PythonOp that torch.jit.save refuses); the traced graph differentiates
     # through the op's own autograd registration.
-    if torch.jit.is_tracing():
+    if torch._C._is_tracing():  # torch.jit.is_tracing without its scripting check (Dynamo returned above)
         return op(*args)
     # Nothing to differentiate (no_grad, inference, frozen model): call the
     # kernel below the autograd layers, which cost more than a small layer's

@@ -32,6 +32,8 @@ def autocast_dtype(device_type: str) -> Optional[torch.dtype]:
 
 def autocast_cast(input: Tensor, hx: Sequence[Tensor], weights: Sequence[Optional[Tensor]]):
     """Apply the autocast policy above: cast input, states and weights when autocast is on."""
+    if not torch._C._is_any_autocast_enabled():  # the common case, ~0.1 us
+        return input, list(hx), list(weights)
     cast = autocast_dtype(input.device.type)
     if cast is None or input.is_complex():  # autocast leaves complex tensors alone
         return input, list(hx), list(weights)

@@ -49,9 +49,12 @@ def _refuse_script(module: nn.Module) -> None:
 
 
 def _onnx_exporting() -> bool:
-    # torch.onnx.export traces through torch.jit (dynamo=False) or torch.export
-    # (dynamo=True); those cheap checks first (is_in_onnx_export costs ~2 us a call).
-    return (torch.jit.is_tracing() or torch.compiler.is_exporting()) and torch.onnx.is_in_onnx_export()
+    # torch.onnx.export traces through torch.jit (dynamo=False) or torch.export's
+    # non-strict mode (dynamo=True); those cheap checks first (is_in_onnx_export costs
+    # ~2 us a call). Never under Dynamo (torch.compile): it cannot trace them.
+    if torch.compiler.is_dynamo_compiling():
+        return False
+    return (torch._C._is_tracing() or torch.compiler.is_exporting()) and torch.onnx.is_in_onnx_export()
 
 
 def _torch_forward(module: nn.Module, input, hx):
@@ -59,6 +62,14 @@ def _torch_forward(module: nn.Module, input, hx):
     # exporters translate torch.nn's ops into them; rnn_ext's ops they do not know.
     from .convert import torch_forward  # convert imports this module
     return torch_forward(module, input, hx)
+
+
+def _param(module: nn.Module, name: str) -> Optional[Tensor]:
+    # A parameter read through Module.__getattr__ (attribute lookup's slow path) costs
+    # ~1 us; the dict holds it unless a parametrization or the old weight_norm moved
+    # it (then the attribute computes it). torch.func.functional_call swaps the dict's entries.
+    value = module._parameters.get(name)
+    return value if value is not None else getattr(module, name, None)
 
 
 def _permute(hx: Tensor, permutation: Optional[Tensor]) -> Tensor:
@@ -81,14 +92,14 @@ class _RecurrentLayer(nn.RNNBase):
     def _weights(self) -> list[Optional[Tensor]]:
         # Read the attributes on every call (not the cached _flat_weights list),
         # so functional_call, parametrizations and weight_norm are honoured.
-        weights = [getattr(self, n, None) for n in self._flat_weights_names]
+        weights = [_param(self, n) for n in self._flat_weights_names]
         for i, w in enumerate(weights):
             if w is None:  # a parameter set to None: torch.nn's error, not a run without it
                 raise TypeError(f"expected Tensor as element {i} in argument 2, but got NoneType")
         return weights
 
     def check_input(self, input: Tensor, batch_sizes: Optional[Tensor]) -> None:
-        weight = getattr(self, self._flat_weights_names[0])
+        weight = _param(self, self._flat_weights_names[0])
         if input.dtype != weight.dtype and not torch._C._is_any_autocast_enabled():
             raise ValueError(
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
@@ -339,8 +350,9 @@ class _Cell(nn.RNNCellBase):
             hx = [zeros for _ in range(2 if isinstance(self, LSTMCell) else 1)]
         elif not is_batched:
             hx = [h.unsqueeze(0) for h in hx]
-        # each read once: a parameter read costs ~0.4 us (Module.__getattr__), a call ~25 us
-        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        # each read once (_param), a call ~25 us
+        weights = [_param(self, "weight_ih"), _param(self, "weight_hh"), _param(self, "bias_ih"),
+                   _param(self, "bias_hh")]
         if weights[0] is None or weights[1] is None:
             self._check_weights(weights[0], weights[1])
         if input.size(1) != self.input_size:

@@ -88,7 +88,7 @@ def test_path_matches_nn_float64(monkeypatch, path, cell, H, B, packed):
 
 @pytest.mark.parametrize("path", ["auto", "fused"])
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("B", [1, 5, 20])
+@pytest.mark.parametrize("B", [1, 5, 8, 20])
 def test_one_step_matches_nn_float64(monkeypatch, path, cell, B):
     """A sequence of one step (as a cell call is) takes the stepwise path by default (the forward
     of two rows or more the fused kernel), with its one-step products (csrc/recurrence.cpp:
@@ -109,11 +109,20 @@ def _forward_products(fn) -> int:
     return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "mkldnn::_linear_pointwise"))
 
 
+def _all_products(fn) -> int:
+    """The ATen matrix products of a call with gradients, forward and backward."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key in ("aten::mm", "aten::addmm", "aten::bmm",
+                                                                  "mkldnn::_linear_pointwise"))
+
+
 @pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell", "RNNCell"])
 def test_cells_path_choice(monkeypatch, cell):
-    """A cell's step runs as RNN_EXT_CPU_PATH=stepwise does, bit for bit (two ATen products: x's and
-    h's), but a forward of two rows or more runs the fused kernel (h's product inside it), outputs
-    bit for bit as with RNN_EXT_CPU_PATH=fused (csrc/recurrence.cpp, use_fused)."""
+    """A cell's step of up to 8 rows runs as RNN_EXT_CPU_PATH=stepwise does, bit for bit, with
+    its products straight from the weights (no ATen product, forward or backward); of more rows
+    the forward runs the fused kernel, bit for bit as with RNN_EXT_CPU_PATH=fused, where
+    stepwise runs two ATen products (x's and h's) (csrc/recurrence.cpp: use_fused, direct_step)."""
     torch.manual_seed(0)
     m = getattr(rnn_ext, cell)(16, 32)
 
@@ -127,16 +136,21 @@ def test_cells_path_choice(monkeypatch, cell):
         monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
         return fn(*args)
 
-    one_row = torch.randn(1, 16, requires_grad=True)
-    default, stepwise = (on(p, run, one_row) for p in ("auto", "stepwise"))
-    assert all(torch.equal(a, b) for a, b in zip(default, stepwise))
-    assert on("auto", _forward_products, lambda: m(one_row)) == 2
-    rows = torch.randn(3, 16)
+    for rows in (1, 3, 8):
+        x = torch.randn(rows, 16, dtype=torch.float64, requires_grad=True)
+        m.double()
+        default, stepwise, fused = (on(p, run, x) for p in ("auto", "stepwise", "fused"))
+        assert all(torch.equal(a, b) for a, b in zip(default, stepwise))
+        assert all(torch.allclose(a, b, rtol=1e-12, atol=1e-12) for a, b in zip(default, fused))
+        m.float()
+        x = x.detach().float().requires_grad_()
+        assert on("auto", _forward_products, lambda: m(x)) == 0
+        assert on("auto", _all_products, lambda: run(x)) == 0
+    rows = torch.randn(9, 16)
     with torch.no_grad():
         default, fused = (on(p, m, rows) for p in ("auto", "fused"))
     default, fused = (list(o) if isinstance(o, tuple) else [o] for o in (default, fused))
     assert all(torch.equal(a, b) for a, b in zip(default, fused))
-    assert on("auto", _forward_products, lambda: m(rows)) == 1
     assert on("stepwise", _forward_products, lambda: m(rows)) == 2
 
 

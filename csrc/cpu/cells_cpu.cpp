@@ -10,6 +10,7 @@
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -361,6 +362,101 @@ void small_mm_f64(const double* a, const double* b, double* out, int64_t rows, i
   for (int64_t r = 0; r < rows; ++r) small_mm_row<double>(a + r * K, b, out + r * N, K, N, accumulate);
 }
 
+// ---------------------------------------------------------------- small NT product
+// out[r, n] = a[r, :] . w[n, :] for a few rows (at most kSmallNtRows), with w (N, K)
+// read row by row as weights are stored: one step's gate products without BLAS's
+// call overhead or a transposed view. Each output is one sum in a fixed order
+// (kNtChains interleaved partial sums of V-wide vectors, reduced the same way
+// every time, then the K tail), so results do not depend on the thread count.
+constexpr int64_t kSmallNtRows = 8;
+constexpr int64_t kNtChains = 2;  // independent FMA chains per row (latency)
+
+template <typename T, int64_t R>
+RNN_EXT_INLINE void small_nt_cols(const T* __restrict a, const T* __restrict w, T* __restrict out, int64_t K,
+                                  int64_t N, int64_t n0, int64_t n1, bool accumulate) {
+  constexpr int64_t W = 32 / sizeof(T);  // AVX2's width; two halves in the baseline clone
+  typedef T V __attribute__((vector_size(32)));
+  for (int64_t n = n0; n < n1; ++n) {
+    const T* __restrict wn = w + n * K;
+    V acc[R][kNtChains] = {};
+    int64_t k = 0;
+    for (; k + kNtChains * W <= K; k += kNtChains * W) {
+      for (int64_t c = 0; c < kNtChains; ++c) {
+        V wv;
+        std::memcpy(&wv, wn + k + c * W, sizeof(V));
+        for (int64_t r = 0; r < R; ++r) {
+          V av;
+          std::memcpy(&av, a + r * K + k + c * W, sizeof(V));
+          acc[r][c] += av * wv;
+        }
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      V v = acc[r][0];
+      for (int64_t c = 1; c < kNtChains; ++c) v += acc[r][c];
+      T sum = T(0);
+      for (int64_t l = 0; l < W; ++l) sum += v[l];
+      for (int64_t kk = k; kk < K; ++kk) sum += a[r * K + kk] * wn[kk];
+      T* o = out + r * N + n;
+      *o = accumulate ? *o + sum : sum;
+    }
+  }
+}
+
+template <typename T>
+RNN_EXT_CLONES void small_nt_block(const T* a, const T* w, T* out, int64_t rows, int64_t K, int64_t N, int64_t n0,
+                                   int64_t n1, bool accumulate) {
+  switch (rows) {
+    case 0: return;
+    case 1: return small_nt_cols<T, 1>(a, w, out, K, N, n0, n1, accumulate);
+    case 2: return small_nt_cols<T, 2>(a, w, out, K, N, n0, n1, accumulate);
+    case 3: return small_nt_cols<T, 3>(a, w, out, K, N, n0, n1, accumulate);
+    case 4: return small_nt_cols<T, 4>(a, w, out, K, N, n0, n1, accumulate);
+    default:  // 5..8 rows: two passes over w, four rows and the rest
+      small_nt_cols<T, 4>(a, w, out, K, N, n0, n1, accumulate);
+      return small_nt_block<T>(a + 4 * K, w, out + 4 * N, rows - 4, K, N, n0, n1, accumulate);
+  }
+}
+
+template <typename T>
+void small_nt(const T* a, const T* w, T* out, int64_t rows, int64_t K, int64_t N, bool accumulate) {
+  // Threads only for products big enough to pay for waking them (~32K multiply-adds each).
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, rows * K));
+  at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    small_nt_block<T>(a, w, out, rows, K, N, n0, n1, accumulate);
+  });
+}
+
+// out (G, K) = a^T b for a (rows, G), b (rows, K), and colsum (G) = a's column
+// sums when given: one step's weight and bias gradients. Sums in row order.
+template <typename T>
+RNN_EXT_CLONES void small_tn_block(const T* a, const T* b, T* out, T* colsum, int64_t rows, int64_t G, int64_t K,
+                                   int64_t g0, int64_t g1) {
+  for (int64_t g = g0; g < g1; ++g) {
+    T* __restrict o = out + g * K;
+    const T a0 = a[g];
+    for (int64_t k = 0; k < K; ++k) o[k] = a0 * b[k];
+    for (int64_t r = 1; r < rows; ++r) {
+      const T ar = a[r * G + g];
+      const T* __restrict br = b + r * K;
+      for (int64_t k = 0; k < K; ++k) o[k] += ar * br[k];
+    }
+    if (colsum) {
+      T sum = a0;
+      for (int64_t r = 1; r < rows; ++r) sum += a[r * G + g];
+      colsum[g] = sum;
+    }
+  }
+}
+
+template <typename T>
+void small_tn(const T* a, const T* b, T* out, T* colsum, int64_t rows, int64_t G, int64_t K) {
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / std::max<int64_t>(1, rows * K));
+  at::parallel_for(0, G, grain, [&](int64_t g0, int64_t g1) {
+    small_tn_block<T>(a, b, out, colsum, rows, G, K, g0, g1);
+  });
+}
+
 }  // namespace
 
 void lstm_forward_step_cpu(const LstmForwardStep& s) { dispatch(s.dtype, [&](auto t) { lstm_fwd<decltype(t)>(s); }); }
@@ -380,6 +476,36 @@ void small_mm_cpu(DType dtype, const void* a, const void* b, void* out, int64_t 
                  N, accumulate);
   } else {
     throw std::invalid_argument("rnn_ext: small_mm_cpu supports float32 and float64 only");
+  }
+}
+
+int64_t small_nt_max_rows() { return kSmallNtRows; }
+
+void small_tn_cpu(DType dtype, const void* a, const void* b, void* out, void* colsum, int64_t rows, int64_t G,
+                  int64_t K) {
+  if (rows < 1) throw std::invalid_argument("rnn_ext: small_tn_cpu needs a row");
+  if (dtype == DType::kFloat) {
+    small_tn(static_cast<const float*>(a), static_cast<const float*>(b), static_cast<float*>(out),
+             static_cast<float*>(colsum), rows, G, K);
+  } else if (dtype == DType::kDouble) {
+    small_tn(static_cast<const double*>(a), static_cast<const double*>(b), static_cast<double*>(out),
+             static_cast<double*>(colsum), rows, G, K);
+  } else {
+    throw std::invalid_argument("rnn_ext: small_tn_cpu supports float32 and float64 only");
+  }
+}
+
+void small_nt_cpu(DType dtype, const void* a, const void* w, void* out, int64_t rows, int64_t K, int64_t N,
+                  bool accumulate) {
+  if (rows > kSmallNtRows) throw std::invalid_argument("rnn_ext: small_nt_cpu takes at most 8 rows");
+  if (dtype == DType::kFloat) {
+    small_nt(static_cast<const float*>(a), static_cast<const float*>(w), static_cast<float*>(out), rows, K, N,
+             accumulate);
+  } else if (dtype == DType::kDouble) {
+    small_nt(static_cast<const double*>(a), static_cast<const double*>(w), static_cast<double*>(out), rows, K, N,
+             accumulate);
+  } else {
+    throw std::invalid_argument("rnn_ext: small_nt_cpu supports float32 and float64 only");
   }
 }
 
