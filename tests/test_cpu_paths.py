@@ -494,3 +494,34 @@ def test_ops_take_an_input_of_no_features(B):
         g_got = torch.autograd.grad(sum(o.sum() for o in got), leaves)
         g_want = torch.autograd.grad(sum(o.sum() for o in want), leaves)
         assert_close_all([*got, *g_got], [*want, *g_want], 1e-10)
+
+
+@pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_one_step_products_do_not_depend_on_threads(cell):
+    """The direct one-step products (csrc/cpu/cells_cpu.cpp: small_nt_cpu, small_tn_cpu) split
+    W's rows across threads at this size; every output keeps its sum order, so the bits match."""
+    torch.manual_seed(0)
+    m = getattr(rnn_ext, cell)(200, 256)  # K = 200: vectors and a tail
+    x = torch.randn(5, 200, requires_grad=True)
+
+    def run():
+        out = m(x)
+        outs = list(out) if isinstance(out, tuple) else [out]
+        grads = torch.autograd.grad(sum((o * (i + 1)).sum() for i, o in enumerate(outs)), [x, *m.parameters()])
+        return [*outs, *grads]
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+        torch.set_num_threads(2)
+        two = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, two))
+    ref = getattr(torch.nn, cell)(200, 256)
+    ref.load_state_dict(m.state_dict())
+    expected = ref(x)
+    expected = list(expected) if isinstance(expected, tuple) else [expected]
+    for got, want in zip(one, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

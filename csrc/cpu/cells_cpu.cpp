@@ -365,42 +365,46 @@ void small_mm_f64(const double* a, const double* b, double* out, int64_t rows, i
 // ---------------------------------------------------------------- small NT product
 // out[r, n] = a[r, :] . w[n, :] for a few rows (at most kSmallNtRows), with w (N, K)
 // read row by row as weights are stored: one step's gate products without BLAS's
-// call overhead or a transposed view. Each output is one sum in a fixed order
-// (kNtChains interleaved partial sums of V-wide vectors, reduced the same way
-// every time, then the K tail), so results do not depend on the thread count.
+// call overhead or a transposed view. A tile of R rows and C rows of w shares its
+// loads (R + C vectors for R * C multiply-adds). Every output is the same sum in the
+// same order wherever its block starts (one vector accumulator over K, its lanes
+// added in order, then the K tail), so results do not depend on the thread count.
 constexpr int64_t kSmallNtRows = 8;
-constexpr int64_t kNtChains = 2;  // independent FMA chains per row (latency)
 
-template <typename T, int64_t R>
-RNN_EXT_INLINE void small_nt_cols(const T* __restrict a, const T* __restrict w, T* __restrict out, int64_t K,
-                                  int64_t N, int64_t n0, int64_t n1, bool accumulate) {
+template <typename T, int64_t R, int64_t C>
+RNN_EXT_INLINE void small_nt_tile(const T* __restrict a, const T* __restrict w, T* __restrict out, int64_t K,
+                                  int64_t N, int64_t n, bool accumulate) {
   constexpr int64_t W = 32 / sizeof(T);  // AVX2's width; two halves in the baseline clone
   typedef T V __attribute__((vector_size(32)));
-  for (int64_t n = n0; n < n1; ++n) {
-    const T* __restrict wn = w + n * K;
-    V acc[R][kNtChains] = {};
-    int64_t k = 0;
-    for (; k + kNtChains * W <= K; k += kNtChains * W) {
-      for (int64_t c = 0; c < kNtChains; ++c) {
-        V wv;
-        std::memcpy(&wv, wn + k + c * W, sizeof(V));
-        for (int64_t r = 0; r < R; ++r) {
-          V av;
-          std::memcpy(&av, a + r * K + k + c * W, sizeof(V));
-          acc[r][c] += av * wv;
-        }
-      }
-    }
+  V acc[R][C] = {};
+  int64_t k = 0;
+  for (; k + W <= K; k += W) {
+    V wv[C];
+    for (int64_t c = 0; c < C; ++c) std::memcpy(&wv[c], w + (n + c) * K + k, sizeof(V));
     for (int64_t r = 0; r < R; ++r) {
-      V v = acc[r][0];
-      for (int64_t c = 1; c < kNtChains; ++c) v += acc[r][c];
+      V av;
+      std::memcpy(&av, a + r * K + k, sizeof(V));
+      for (int64_t c = 0; c < C; ++c) acc[r][c] += av * wv[c];
+    }
+  }
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t c = 0; c < C; ++c) {
       T sum = T(0);
-      for (int64_t l = 0; l < W; ++l) sum += v[l];
-      for (int64_t kk = k; kk < K; ++kk) sum += a[r * K + kk] * wn[kk];
-      T* o = out + r * N + n;
+      for (int64_t l = 0; l < W; ++l) sum += acc[r][c][l];
+      for (int64_t kk = k; kk < K; ++kk) sum += a[r * K + kk] * w[(n + c) * K + kk];
+      T* o = out + r * N + n + c;
       *o = accumulate ? *o + sum : sum;
     }
   }
+}
+
+template <typename T, int64_t R>
+RNN_EXT_INLINE void small_nt_cols(const T* a, const T* w, T* out, int64_t K, int64_t N, int64_t n0, int64_t n1,
+                                  bool accumulate) {
+  constexpr int64_t C = 2;  // four W rows a tile measured no faster (the step is W's bandwidth at H=256)
+  int64_t n = n0;
+  for (; n + C <= n1; n += C) small_nt_tile<T, R, C>(a, w, out, K, N, n, accumulate);
+  for (; n < n1; ++n) small_nt_tile<T, R, 1>(a, w, out, K, N, n, accumulate);
 }
 
 template <typename T>
