@@ -470,6 +470,18 @@ FusedSteps fused_steps(const Schedule& s) {
 
 int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
 
+bool intel_cpu() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool intel = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_is("intel") != 0;
+  }();
+  return intel;
+#else
+  return false;
+#endif
+}
+
 // The weight gradients on the CPU (float32, float64) come from the fused
 // kernels' product (fused::weight_grad), which reads d_gates where they are
 // (copying one L1-sized slice at a time): oneDNN would need d_gates and
@@ -477,12 +489,16 @@ int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(
 // backward, EPYC Zen 5, 2 threads, float32 (against oneDNN with the copies):
 // 37 -> 21 ms at T=100, B=32, I=H=256; 106-116 -> 86-93 ms at T=50, B=64,
 // I=H=512. It also gives the same bits on any thread count.
-// For the stepwise path's gate gradients t (N, G): fused::weight_grad wants its
-// operands transposed, which for a few rows (a cell's one step) cost more than
-// BLAS's product of the rows as they are.
-bool fused_weight_grad_ok(const Tensor& t) {
+// For the stepwise path's gate gradients t (N, G) over T steps: fused::weight_grad
+// wants its operands transposed, which for a few rows (a cell's one step) cost more
+// than BLAS's product of the rows as they are; on Intel CPUs, where MKL runs at full
+// speed, so do they for one step of any batch (Xeon VM, 2 threads, H=256, cell
+// training, us, fused kernel / products: LSTMCell B=64 3011 / 2201, B=32 3060 /
+// 2506, GRUCell B=64 1684 / 1345, RNNCell B=64 826 / 725).
+bool fused_weight_grad_ok(const Tensor& t, int64_t T) {
   constexpr int64_t kFewRows = 16;
-  return t.is_cpu() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble) && t.size(0) > kFewRows;
+  if (!t.is_cpu() || (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble)) return false;
+  return t.size(0) > kFewRows && !(T == 1 && intel_cpu());
 }
 
 // dst (c, r) = src (r, c)^T, both with contiguous rows (dst may be a narrowed view).
@@ -579,7 +595,7 @@ Tensor xh_transposed(const Schedule& s, const Tensor& x2d, const Tensor& y2d, co
 WeightGrads weight_grads(const Schedule& s, const Tensor& d_gates, const Tensor& x2d, const Tensor& y2d,
                          const Tensor& h0, at::ScalarType dtype) {
   const int64_t I = x2d.size(1), Hout = y2d.size(1);
-  if (fused_weight_grad_ok(d_gates)) return fused_weight_grad(d_gates, xh_transposed(s, x2d, y2d, h0), I);
+  if (fused_weight_grad_ok(d_gates, s.T)) return fused_weight_grad(d_gates, xh_transposed(s, x2d, y2d, h0), I);
   // One step (a cell call): h_{t-1} is h0, and two products of the rows as they are, as
   // torch.nn's cells run them, spare the concatenation and the split copies (RNNCell,
   // B=8, H=256: two 256 x 256 copies of ~10 us each, a training call's 5%).
@@ -1258,7 +1274,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   const Tensor dh0 = want.states ? dh_state : unwanted(input);
   if (!want.weights) return {dx, dh0, unwanted(input), unwanted(input), unwanted(input), unwanted(input)};
   Tensor dw_ih, dw_hh, db_ih, db_hh;
-  if (fuse || fused_weight_grad_ok(dg_ih)) {  // the fused path summed them already
+  if (fuse || fused_weight_grad_ok(dg_ih, s.T)) {  // the fused path summed them already
     WeightGrads g_ih, g_hh;
     if (fuse) {
       g_ih = wg[0].result();

@@ -92,7 +92,7 @@ def test_path_matches_nn_float64(monkeypatch, path, cell, H, B, packed):
 def test_one_step_matches_nn_float64(monkeypatch, path, cell, B):
     """A sequence of one step (as a cell call is) takes the stepwise path by default (the forward
     of two rows or more the fused kernel), with its one-step products (csrc/recurrence.cpp:
-    use_fused, weight_grads; B=20 crosses to the fused weight-gradient kernel), and the fused
+    use_fused, weight_grads; B=20 crosses to the fused weight-gradient kernel but on Intel CPUs), and the fused
     kernels when forced: all as torch.nn."""
     monkeypatch.setenv("RNN_EXT_CPU_PATH", path)
     for bidirectional, bias in [(False, True), (True, False)]:
