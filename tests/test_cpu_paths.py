@@ -525,3 +525,16 @@ def test_one_step_products_do_not_depend_on_threads(cell):
     expected = list(expected) if isinstance(expected, tuple) else [expected]
     for got, want in zip(one, expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("B", [1, 5, 9])
+def test_one_step_projection_matches_nn_float64(B):
+    """LSTM with proj_size over one step: up to 8 rows the projection's product is direct too."""
+    torch.manual_seed(0)
+    for bidirectional in (False, True):
+        ext = rnn_ext.LSTM(7, 10, proj_size=4, num_layers=2, bidirectional=bidirectional).double()
+        ref = nn.LSTM(7, 10, proj_size=4, num_layers=2, bidirectional=bidirectional).double()
+        ref.load_state_dict(ext.state_dict())
+        x, hx = random_inputs("LSTM", 1, B, 7, 4, 2 if bidirectional else 1, 2)
+        hx = (hx[0], torch.randn(hx[0].shape[0], B, 10, dtype=torch.float64, requires_grad=True))
+        check_float64_parity(ext, ref, x, hx, packed=False)
