@@ -494,7 +494,8 @@ bool intel_cpu() {
 // than BLAS's product of the rows as they are; on Intel CPUs, where MKL runs at full
 // speed, so do they for one step of any batch (Xeon VM, 2 threads, H=256, cell
 // training, us, fused kernel / products: LSTMCell B=64 3011 / 2201, B=32 3060 /
-// 2506, GRUCell B=64 1684 / 1345, RNNCell B=64 826 / 725).
+// 2506, GRUCell B=64 1684 / 1345, RNNCell B=64 826 / 725). MKL's sums, unlike the
+// fused kernel's, may change with the thread count, and the two give other bits.
 bool fused_weight_grad_ok(const Tensor& t, int64_t T) {
   constexpr int64_t kFewRows = 16;
   if (!t.is_cpu() || (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble)) return false;

@@ -9,6 +9,8 @@ Device, dtype, training mode and registered hooks are kept.
 """
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 
@@ -81,8 +83,10 @@ def torch_forward(module: nn.Module, *args):
     for name in list(twin._parameters):
         del twin._parameters[name]
         object.__setattr__(twin, name, getattr(module, name))
-    if isinstance(twin, nn.RNNBase):
-        twin._init_flat_weights()
+    if isinstance(twin, nn.RNNBase):  # _init_flat_weights without its flatten_parameters, which
+        # on cuDNN would move the module's own weights into a new buffer
+        twin._flat_weights = [getattr(twin, name) for name in twin._flat_weights_names]
+        twin._flat_weight_refs = [weakref.ref(w) for w in twin._flat_weights]
     return twin.forward(*args)
 
 

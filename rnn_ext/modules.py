@@ -48,13 +48,17 @@ def _refuse_script(module: nn.Module) -> None:
     )
 
 
+# (torch.compiler.is_exporting: torch 2.6 on; before it, the ONNX exporter used here traced with torch.jit)
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def _onnx_exporting() -> bool:
     # torch.onnx.export traces through torch.jit (dynamo=False) or torch.export's
     # non-strict mode (dynamo=True); those cheap checks first (is_in_onnx_export costs
     # ~2 us a call). Never under Dynamo (torch.compile): it cannot trace them.
     if torch.compiler.is_dynamo_compiling():
         return False
-    return (torch._C._is_tracing() or torch.compiler.is_exporting()) and torch.onnx.is_in_onnx_export()
+    return (torch._C._is_tracing() or _is_exporting()) and torch.onnx.is_in_onnx_export()
 
 
 def _torch_forward(module: nn.Module, input, hx):
