@@ -35,6 +35,7 @@
 #include "common/cell_steps.h"
 #include "big_buffers.h"
 #include "cpu/fused_cpu.h"
+#include "cpu/small_products.h"
 #include "matmul.h"
 
 namespace rnn_ext {
@@ -317,7 +318,8 @@ void check_backward(const char* op, const Tensor& input, const Tensor& h0, const
 
 // Per-step product out = a @ b, b given as (K, N). For a handful of rows on the
 // CPU, BLAS spends more time on call overhead and re-packing b than on the math,
-// so a simple axpy kernel over a dense copy of b (made once per op) is used.
+// so small_mm_cpu (csrc/cpu/small_products.cpp) runs over a dense copy of b
+// (made once per op).
 constexpr int64_t kSmallRows = 4;
 
 struct StepMatrix {

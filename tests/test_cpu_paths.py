@@ -498,14 +498,16 @@ def test_ops_take_an_input_of_no_features(B, T):
         assert_close_all([*got, *g_got], [*want, *g_want], 1e-10)
 
 
+@pytest.mark.parametrize("rows,I,H", [(5, 200, 254), (2, 203, 61), (8, 203, 61)])
 @pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell", "RNNCell"])
-def test_one_step_products_do_not_depend_on_threads(cell):
-    """The direct one-step products (csrc/cpu/cells_cpu.cpp: small_nt_cpu, small_tn_cpu) split
-    W's rows across threads at this size; every output keeps its sum order, so the bits match.
-    H=254: on 2 or 3 threads some thread's first W row is odd, off the tiles of two rows."""
+def test_one_step_products_do_not_depend_on_threads(cell, rows, I, H):
+    """The direct one-step products (csrc/cpu/small_products.cpp) split their outputs across
+    threads at these sizes; every output keeps its code path and sum order, so the bits match.
+    Sizes with tails: H=254 and I=203 leave products with a K tail (float32 vectors of 8) and
+    scalar columns; 5 rows are a group of 4 and a group of 1."""
     torch.manual_seed(0)
-    m = getattr(rnn_ext, cell)(200, 254)  # K = 200: vectors and a tail
-    x = torch.randn(5, 200, requires_grad=True)
+    m = getattr(rnn_ext, cell)(I, H)
+    x = torch.randn(rows, I, requires_grad=True)
 
     def run():
         out = m(x)
@@ -522,7 +524,7 @@ def test_one_step_products_do_not_depend_on_threads(cell):
             assert all(torch.equal(a, b) for a, b in zip(one, run()))
     finally:
         torch.set_num_threads(threads)
-    ref = getattr(torch.nn, cell)(200, 254)
+    ref = getattr(torch.nn, cell)(I, H)
     ref.load_state_dict(m.state_dict())
     expected = ref(x)
     expected = list(expected) if isinstance(expected, tuple) else [expected]

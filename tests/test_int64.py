@@ -38,6 +38,7 @@ import rnn_ext
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = ["csrc/cpu/cells_cpu.cpp", "csrc/cpu/fast_math.h", "csrc/cpu/fused_cpu.cpp", "csrc/cpu/fused_cpu.h",
+           "csrc/cpu/small_products.cpp", "csrc/cpu/small_products.h",
            "csrc/cuda/cells_cuda.cu", "csrc/cuda/persistent_forward.cu", "csrc/cuda/persistent_backward.cu",
            "csrc/cuda/persistent_common.cuh", "csrc/cuda/scalar_math.cuh", "csrc/common/cell_steps.h",
            "csrc/recurrence.cpp"]

@@ -178,21 +178,3 @@ struct SequenceBackward {
 bool sequence_backward_cuda(const SequenceBackward& s);
 
 }  // namespace rnn_ext
-
-namespace rnn_ext {
-// Small-batch CPU matrix product for the per-step recurrent GEMMs, where BLAS
-// call and packing overheads dominate: out (rows, N) = a (rows, K) @ b (K, N)
-// (+ out when accumulate). Row-major, dense; b stays hot in cache across steps.
-void small_mm_cpu(DType dtype, const void* a, const void* b, void* out, int64_t rows, int64_t K, int64_t N,
-                  bool accumulate);
-// out (rows, N) = a (rows, K) @ w^T (+ out when accumulate), w (N, K) as weights
-// are stored: one step's gate products for at most small_nt_max_rows() rows
-// (float32/float64, dense rows; deterministic).
-int64_t small_nt_max_rows();
-void small_nt_cpu(DType dtype, const void* a, const void* w, void* out, int64_t rows, int64_t K, int64_t N,
-                  bool accumulate);
-// out (G, K) = a^T b for a (rows, G), b (rows, K), rows >= 1, and colsum (G) =
-// a's column sums unless null: one step's weight and bias gradients.
-void small_tn_cpu(DType dtype, const void* a, const void* b, void* out, void* colsum, int64_t rows, int64_t G,
-                  int64_t K);
-}  // namespace rnn_ext
