@@ -14,6 +14,10 @@ namespace rnn_ext {
 // (torch.backends.cudnn.enabled = False); never under at::NoTF32Guard.
 bool float32_as_tf32();
 
+// Whether this process runs on an Intel CPU (MKL, torch's CPU BLAS, is at its
+// best there; on AMD oneDNN is often twice as fast).
+bool intel_cpu();
+
 // out = a @ b (+= with accumulate): a (M, K), b (K, N), out (M, N) with dense
 // rows, any of them a view. float32 / float16 / bfloat16 on CUDA straight
 // through cuBLAS (float32 with float32_as_tf32's choice); large CPU float32

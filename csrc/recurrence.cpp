@@ -472,18 +472,6 @@ FusedSteps fused_steps(const Schedule& s) {
 
 int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(); }
 
-bool intel_cpu() {
-#if defined(__x86_64__) && defined(__GNUC__)
-  static const bool intel = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_is("intel") != 0;
-  }();
-  return intel;
-#else
-  return false;
-#endif
-}
-
 // The weight gradients on the CPU (float32, float64) come from the fused
 // kernels' product (fused::weight_grad), which reads d_gates where they are
 // (copying one L1-sized slice at a time): oneDNN would need d_gates and
