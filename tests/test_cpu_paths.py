@@ -508,16 +508,17 @@ def test_ops_take_an_input_of_no_features(B, T):
         assert_close_all([*got, *g_got], [*want, *g_want], 1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("rows,I,H", [(5, 200, 254), (2, 203, 61), (8, 203, 61)])
 @pytest.mark.parametrize("cell", ["LSTMCell", "GRUCell", "RNNCell"])
-def test_one_step_products_do_not_depend_on_threads(cell, rows, I, H):
+def test_one_step_products_do_not_depend_on_threads(cell, rows, I, H, dtype):
     """The direct one-step products (csrc/cpu/small_products.cpp) split their outputs across
     threads at these sizes; every output keeps its code path and sum order, so the bits match.
     Sizes with tails: H=254 and I=203 leave products with a K tail (float32 vectors of 8) and
     scalar columns; 5 rows are a group of 4 and a group of 1."""
     torch.manual_seed(0)
-    m = getattr(rnn_ext, cell)(I, H)
-    x = torch.randn(rows, I, requires_grad=True)
+    m = getattr(rnn_ext, cell)(I, H, dtype=dtype)
+    x = torch.randn(rows, I, dtype=dtype, requires_grad=True)
 
     def run():
         out = m(x)
@@ -534,7 +535,7 @@ def test_one_step_products_do_not_depend_on_threads(cell, rows, I, H):
             assert all(torch.equal(a, b) for a, b in zip(one, run()))
     finally:
         torch.set_num_threads(threads)
-    ref = getattr(torch.nn, cell)(I, H)
+    ref = getattr(torch.nn, cell)(I, H, dtype=dtype)
     ref.load_state_dict(m.state_dict())
     expected = ref(x)
     expected = list(expected) if isinstance(expected, tuple) else [expected]

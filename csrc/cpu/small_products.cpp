@@ -190,7 +190,8 @@ RNN_EXT_INLINE void nn_tile(const T* __restrict a, const T* __restrict b, T* __r
     for (int64_t c = 0; c < C; ++c) store(out + r * N + n + c * L, acc[r][c]);
 }
 
-// One column, the same sum as a tile's lane.
+// One column of the tail past the last vector: the tile's order of terms, though
+// not always its bits (see parallel_tiles).
 template <typename T, int64_t R>
 RNN_EXT_INLINE void nn_column(const T* __restrict a, const T* __restrict b, T* __restrict out, int64_t K, int64_t N,
                               int64_t n, bool accumulate) {
