@@ -84,6 +84,9 @@ constexpr int64_t kSmallNtRows = 8;
 
 // Up to this many rows share one read of the other operand; more go in groups.
 constexpr int64_t kGroupRows = 4;
+// Accumulator vectors per row in a tile of R rows: more as R shrinks, so that
+// ~8 sums run side by side (the multiply-add latency) within AVX2's 16 registers.
+constexpr int64_t tile_vectors(int64_t R) { return R == 1 ? 8 : R == 2 ? 4 : 2; }
 
 // f(first row, std::integral_constant<int64_t, R>) for each group of R <= kGroupRows rows.
 template <typename F>
@@ -101,9 +104,7 @@ RNN_EXT_INLINE void for_row_groups(int64_t rows, F&& f) {
 // ---------------------------------------------------------------- a @ w^T
 // out[r, n] = a[r, :] . w[n, :]: one vector accumulator per output along K, its
 // lanes summed pairwise, then the K tail. A tile of R rows and C rows of w shares
-// its loads; C grows as R shrinks so that enough sums run side by side to hide
-// the multiply-add latency.
-constexpr int64_t nt_cols(int64_t R) { return R == 1 ? 8 : R == 2 ? 4 : 2; }
+// its loads; C = tile_vectors(R).
 constexpr int64_t kNtColumnTile = 8;  // w rows kept hot in L1 for every row group
 
 template <typename T, int64_t R, int64_t C>
@@ -146,7 +147,7 @@ RNN_EXT_CLONES void nt_block(const T* a, const T* w, T* out, int64_t rows, int64
   for (int64_t n = n0; n < n1; n += kNtColumnTile) {
     const int64_t cols = std::min(kNtColumnTile, n1 - n);
     for_row_groups(rows, [&](int64_t r0, auto rows_c) RNN_EXT_LAMBDA_INLINE {
-      constexpr int64_t R = decltype(rows_c)::value, C = nt_cols(R);
+      constexpr int64_t R = decltype(rows_c)::value, C = tile_vectors(R);
       const T* ar = a + r0 * K;
       T* o = out + r0 * N;
       int64_t c = 0;
@@ -158,8 +159,8 @@ RNN_EXT_CLONES void nt_block(const T* a, const T* w, T* out, int64_t rows, int64
 
 // ---------------------------------------------------------------- a @ b
 // out[r, n] (+)= sum_i a[r, i] * b[i, n] in order of i: a tile holds R rows x C
-// vectors of columns; per i, C loads of b's row and R broadcasts of a.
-constexpr int64_t nn_vectors(int64_t R) { return R == 1 ? 8 : R == 2 ? 4 : 2; }
+// vectors of columns (C = tile_vectors(R)); per i, C loads of b's row and R
+// broadcasts of a.
 template <typename T>
 constexpr int64_t nn_column_tile = 8 * kLanes<T>;  // b's columns kept hot for every row group
 
@@ -209,7 +210,7 @@ RNN_EXT_CLONES void nn_block(const T* a, const T* b, T* out, int64_t rows, int64
   for (int64_t n = n0; n < n1; n += nn_column_tile<T>) {
     const int64_t cols = std::min(nn_column_tile<T>, n1 - n);
     for_row_groups(rows, [&](int64_t r0, auto rows_c) RNN_EXT_LAMBDA_INLINE {
-      constexpr int64_t R = decltype(rows_c)::value, C = nn_vectors(R);
+      constexpr int64_t R = decltype(rows_c)::value, C = tile_vectors(R);
       const T* ar = a + r0 * K;
       T* o = out + r0 * N;
       int64_t c = 0;
