@@ -27,7 +27,6 @@
 #include <torch/version.h>
 
 #include <cstdlib>
-#include <cstring>
 #include <string>
 #include <utility>
 #include <vector>
@@ -316,6 +315,12 @@ void check_backward(const char* op, const Tensor& input, const Tensor& h0, const
   check_shape(op, "grad_output", grad_output, expected);
 }
 
+// Rows [off, off + rows) of t: t itself when that is all of it (a view costs a
+// dispatcher call, a sizeable share of a small cell's call).
+Tensor rows_of(const Tensor& t, int64_t off, int64_t rows) {
+  return off == 0 && rows == t.size(0) ? t : t.narrow(0, off, rows);
+}
+
 // Per-step product out = a @ b, b given as (K, N). For a handful of rows on the
 // CPU, BLAS spends more time on call overhead and re-packing b than on the math,
 // so small_mm_cpu (csrc/cpu/small_products.cpp) runs over a dense copy of b
@@ -325,8 +330,16 @@ constexpr int64_t kSmallRows = 4;
 struct StepMatrix {
   Tensor b;        // (K, N), any strides: for BLAS
   Tensor b_dense;  // contiguous copy for the small path, or undefined
+  Tensor w;        // b = w^T with w (N, K) dense, for a one-step product (direct_step), or undefined
   StepMatrix(const Tensor& b_, bool small_ok) : b(b_) {
     if (small_ok) b_dense = b_.contiguous();
+  }
+  // b = w^T for a weight w (N, K): the forward's products, straight from w's rows at one step.
+  static StepMatrix transposed(const Tensor& w, bool small_ok, bool direct) {
+    if (!w.defined()) return StepMatrix(Tensor(), false);
+    StepMatrix m(direct ? Tensor() : w.t(), small_ok && !direct);
+    if (direct) m.w = w;
+    return m;
   }
 };
 
@@ -337,7 +350,13 @@ bool small_path_ok(const Tensor& x, int64_t B, int64_t T) {
 
 void step_mm(Tensor& out, const Tensor& a, const StepMatrix& m, bool accumulate = false) {
   const int64_t rows = a.size(0);
-  if (m.b_dense.defined() && rows <= kSmallRows && a.is_contiguous() && out.is_contiguous()) {
+  if (m.w.defined()) {  // direct_step: at most small_nt_max_rows() dense rows
+    small_nt_cpu(to_dtype(a.scalar_type()), a.data_ptr(), m.w.data_ptr(), out.data_ptr(), rows, m.w.size(1),
+                 m.w.size(0), accumulate);
+    return;
+  }
+  // (b_dense exists for at most kSmallRows rows, or at one step for small_nt_max_rows())
+  if (m.b_dense.defined() && rows <= small_nt_max_rows() && a.is_contiguous() && out.is_contiguous()) {
     small_mm_cpu(to_dtype(a.scalar_type()), a.data_ptr(), m.b_dense.data_ptr(), out.data_ptr(), rows, a.size(1),
                  m.b_dense.size(1), accumulate);
   } else {
@@ -358,30 +377,23 @@ bool direct_step(const Tensor& x, const Schedule& s, int64_t B, std::initializer
   return true;
 }
 
-// out (rows, N) = a (rows, K) @ w^T, w (N, K); a and out dense rows (direct_step).
-void direct_nt(void* out, const Tensor& a, int64_t rows, const Tensor& w) {
-  small_nt_cpu(to_dtype(a.scalar_type()), a.data_ptr(), w.data_ptr(), out, rows, w.size(1), w.size(0), false);
-}
-
 // X W_ih^T for every step at once, (N, G).
 Tensor input_gates(const Tensor& x2d, const Tensor& w_ih, bool direct) {
   if (!direct) return matmul_nt(x2d, w_ih);
   Tensor out = at::empty({x2d.size(0), w_ih.size(0)}, x2d.options());
-  direct_nt(out.data_ptr(), x2d, x2d.size(0), w_ih);
+  small_nt_cpu(to_dtype(x2d.scalar_type()), x2d.data_ptr(), w_ih.data_ptr(), out.data_ptr(), x2d.size(0),
+               w_ih.size(1), w_ih.size(0), false);
   return out;
 }
 
-// The backward's products at one such step: dg (rows, G) @ w (G, K) into a
-// weight's input (accumulating into out, or a new tensor), and dg^T a with the
-// column sums of dg for a weight's and its bias's gradients.
-void direct_nn_into(void* out, const Tensor& dg, int64_t rows, const Tensor& w, bool accumulate) {
-  small_mm_cpu(to_dtype(dg.scalar_type()), dg.data_ptr(), w.data_ptr(), out, rows, w.size(0), w.size(1),
-               accumulate);
-}
+// The backward's products at one such step: dg (rows, G) @ w (G, K), the input's
+// gradient, and dg^T a with the column sums of dg for a weight's and its bias's
+// gradients. (dh's product is step_mm's small path over W_hh as stored.)
 Tensor grad_into_input(const Tensor& dg, const Tensor& w, bool direct) {
   if (!direct) return matmul_nn(dg, w);
   Tensor out = at::empty({dg.size(0), w.size(1)}, dg.options());
-  direct_nn_into(out.data_ptr(), dg, dg.size(0), w, false);
+  small_mm_cpu(to_dtype(dg.scalar_type()), dg.data_ptr(), w.data_ptr(), out.data_ptr(), dg.size(0), w.size(0),
+               w.size(1), false);
   return out;
 }
 Tensor direct_weight_grad(const Tensor& dg, const Tensor& a, Tensor* db) {
@@ -929,15 +941,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
   Tensor h_gates = at::empty({B, G}, input.options());
   Tensor h_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
   const bool small = small_path_ok(input, B, s.T);
-  const StepMatrix w_hh_t(direct ? Tensor() : w_hh.t(), small),
-      w_hr_t(proj && !direct ? w_hr.t() : Tensor(), small && proj);
+  const StepMatrix w_hh_t = StepMatrix::transposed(w_hh, small, direct),
+                   w_hr_t = StepMatrix::transposed(proj ? w_hr : Tensor(), small, direct);
 
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
-    Tensor hg = direct ? h_gates : h_gates.narrow(0, 0, rows);
-    if (direct) direct_nt(hg.data_ptr(), h_state, rows, w_hh);
-    else step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    Tensor hg = rows_of(h_gates, 0, rows);
+    step_mm(hg, rows_of(h_state, 0, rows), w_hh_t);
     LstmForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -953,13 +964,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward(
     a.workspace = need_grad ? row_ptr(ws, off) : nullptr;
     a.stream = k.stream;
     k.lstm_fwd(a);
-    if (proj && direct) {  // y_t and then h_state from the projection, rows dense
-      direct_nt(row_ptr(y, off), h_pre, rows, w_hr);
-      std::memcpy(h_state.data_ptr(), row_ptr(y, off), rows * Hout * y.element_size());
-    } else if (proj) {
-      Tensor y_t = y.narrow(0, off, rows);
-      step_mm(y_t, h_pre.narrow(0, 0, rows), w_hr_t);
-      h_state.narrow(0, 0, rows).copy_(y_t);
+    if (proj) {
+      Tensor y_t = rows_of(y, off, rows);
+      step_mm(y_t, rows_of(h_pre, 0, rows), w_hr_t);
+      rows_of(h_state, 0, rows).copy_(y_t);
     }
   }
   return {as_output(y, input, Hout), h_state, c_state.to(dtype), ws};
@@ -1014,7 +1022,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   Tensor dh_pre = proj ? at::empty({B, H}, input.options()) : Tensor();
   const Tensor ws_c = ws.narrow(1, 4 * H, H);
   const bool small = small_path_ok(input, B, s.T);
-  const StepMatrix w_hh_m(w_hh, small), w_hr_m(proj ? w_hr : Tensor(), small && proj);
   const bool fuse = !proj && use_fused(input, H, B, s.T, /*backward=*/true);
   WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
@@ -1031,6 +1038,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
   }
   bool done = fuse;  // every step's gate gradients, dh_state and dc_state are final
   const bool direct = !fuse && !proj && direct_step(input, s, B, {w_ih, w_hh});
+  const StepMatrix w_hh_m(w_hh, small || direct), w_hr_m(proj ? w_hr : Tensor(), small && proj);
 #ifdef RNN_EXT_WITH_CUDA
   if (!done && !proj && persistent_wanted(input, s)) {
     SequenceBackwardArgs args =
@@ -1080,12 +1088,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_
     a.stream = k.stream;
     k.lstm_bwd(a);
     if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
-    if (direct) {
-      direct_nn_into(dh_state.data_ptr(), d_gates, rows, w_hh, false);
-      continue;
-    }
-    Tensor dh = dh_state.narrow(0, 0, rows);
-    step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
+    Tensor dh = rows_of(dh_state, 0, rows);
+    step_mm(dh, rows_of(d_gates, off, rows), w_hh_m);
   }
 
   Tensor dx = want.input ? grad_into_input(d_gates, w_ih, direct).view(input.sizes()) : unwanted(input);
@@ -1153,14 +1157,13 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward(
 #endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, G}, input.options());
-  const StepMatrix w_hh_t(direct ? Tensor() : w_hh.t(), small_path_ok(input, B, s.T));
+  const StepMatrix w_hh_t = StepMatrix::transposed(w_hh, small_path_ok(input, B, s.T), direct);
 
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
-    Tensor hg = direct ? h_gates : h_gates.narrow(0, 0, rows);
-    if (direct) direct_nt(hg.data_ptr(), h_state, rows, w_hh);
-    else step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    Tensor hg = rows_of(h_gates, 0, rows);
+    step_mm(hg, rows_of(h_state, 0, rows), w_hh_t);
     GruForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -1202,7 +1205,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor dg_ih = empty_big({s.N, G}, input.options());
   Tensor dg_hh = empty_big({s.N, G}, input.options());
-  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T));
   const bool fuse = use_fused(input, H, B, s.T, /*backward=*/true);
   WeightGradJob wg[2];  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
@@ -1236,6 +1238,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
 #endif
   const Tensor h_prev = fuse ? Tensor() : previous_hidden(s, y2d, h0.contiguous());
   const bool direct = !fuse && direct_step(input, s, B, {w_ih, w_hh});
+  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T) || direct);  // (direct: W_hh as stored, no copy)
   // stepwise path (skipped when the fused or persistent kernel already ran every step)
   for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
@@ -1254,12 +1257,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_backward(
     a.stream = k.stream;
     k.gru_bwd(a);
     if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
-    if (direct) {
-      direct_nn_into(dh_state.data_ptr(), dg_hh, rows, w_hh, /*accumulate=*/true);
-      continue;
-    }
-    Tensor dh = dh_state.narrow(0, 0, rows);
-    step_mm(dh, dg_hh.narrow(0, off, rows), w_hh_m, /*accumulate=*/true);
+    Tensor dh = rows_of(dh_state, 0, rows);
+    step_mm(dh, rows_of(dg_hh, off, rows), w_hh_m, /*accumulate=*/true);
   }
   Tensor dx = want.input ? grad_into_input(dg_ih, w_ih, direct).view(input.sizes()) : unwanted(input);
   const Tensor dh0 = want.states ? dh_state : unwanted(input);
@@ -1340,13 +1339,12 @@ std::tuple<Tensor, Tensor> rnn_forward(
 #endif
   Tensor h_state = h0.contiguous().clone();
   Tensor h_gates = at::empty({B, H}, input.options());
-  const StepMatrix w_hh_t(direct ? Tensor() : w_hh.t(), small_path_ok(input, B, s.T));
+  const StepMatrix w_hh_t = StepMatrix::transposed(w_hh, small_path_ok(input, B, s.T), direct);
   for (int64_t step = 0; step < s.T; ++step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
     if (rows == 0) continue;
-    Tensor hg = direct ? h_gates : h_gates.narrow(0, 0, rows);
-    if (direct) direct_nt(hg.data_ptr(), h_state, rows, w_hh);
-    else step_mm(hg, h_state.narrow(0, 0, rows), w_hh_t);
+    Tensor hg = rows_of(h_gates, 0, rows);
+    step_mm(hg, rows_of(h_state, 0, rows), w_hh_t);
     RnnForwardStep a{};
     a.dtype = to_dtype(dtype);
     a.rows = rows;
@@ -1385,7 +1383,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   const Tensor x2d = mat(input, s.N, I), y2d = mat(output, s.N, H), gy = mat(grad_output, s.N, H);
   Tensor dh_state = grad_h_n.contiguous().clone();
   Tensor d_gates = empty_big({s.N, H}, input.options());
-  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T));
   const bool fuse = use_fused(input, H, B, s.T, /*backward=*/true);
   WeightGradJob wg;  // the fused path sums the weight gradients along with the recurrence
   if (fuse) {
@@ -1405,6 +1402,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
   }
 #endif
   const bool direct = !fuse && direct_step(input, s, B, {w_ih, w_hh});
+  const StepMatrix w_hh_m(w_hh, small_path_ok(input, B, s.T) || direct);  // (direct: W_hh as stored, no copy)
   // stepwise path (skipped when the fused or persistent kernel already ran every step)
   for (int64_t step = done ? -1 : s.T - 1; step >= 0; --step) {
     const int64_t t = s.time(step), rows = s.bs[t], off = s.offset[t];
@@ -1421,12 +1419,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> rnn_backward(
     a.stream = k.stream;
     k.rnn_bwd(a);
     if (step == 0 && !want.states) break;  // the product below would only be h0's gradient
-    if (direct) {
-      direct_nn_into(dh_state.data_ptr(), d_gates, rows, w_hh, false);
-      continue;
-    }
-    Tensor dh = dh_state.narrow(0, 0, rows);
-    step_mm(dh, d_gates.narrow(0, off, rows), w_hh_m);
+    Tensor dh = rows_of(dh_state, 0, rows);
+    step_mm(dh, rows_of(d_gates, off, rows), w_hh_m);
   }
   Tensor dx = want.input ? grad_into_input(d_gates, w_ih, direct).view(input.sizes()) : unwanted(input);
   const Tensor dh0 = want.states ? dh_state : unwanted(input);
