@@ -15,8 +15,14 @@ namespace rnn_ext {
 bool float32_as_tf32();
 
 // Whether this process runs on an Intel CPU (MKL, torch's CPU BLAS, is at its
-// best there; on AMD oneDNN is often twice as fast).
+// best there).
 bool intel_cpu();
+
+// Whether MKL's sgemm runs at the cores' full vector rate: on Intel CPUs, and on
+// AMD CPUs before Zen 5 (family 0x1A), whose vector units are at most 256 bits
+// wide, so MKL's AVX2 code there loses little to oneDNN's AVX-512. On Zen 5 oneDNN
+// runs about twice as fast (matmul.cpp).
+bool mkl_full_speed();
 
 // out = a @ b (+= with accumulate): a (M, K), b (K, N), out (M, N) with dense
 // rows, any of them a view. float32 / float16 / bfloat16 on CUDA straight

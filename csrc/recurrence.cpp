@@ -493,15 +493,17 @@ int fused_threads() { return at::in_parallel_region() ? 1 : at::get_num_threads(
 // I=H=512. It also gives the same bits on any thread count.
 // For the stepwise path's gate gradients t (N, G) over T steps: fused::weight_grad
 // wants its operands transposed, which for a few rows (a cell's one step) cost more
-// than BLAS's product of the rows as they are; on Intel CPUs, where MKL runs at full
-// speed, so do they for one step of any batch (Xeon VM, 2 threads, H=256, cell
-// training, us, fused kernel / products: LSTMCell B=64 3011 / 2201, B=32 3060 /
-// 2506, GRUCell B=64 1684 / 1345, RNNCell B=64 826 / 725). MKL's sums, unlike the
-// fused kernel's, may change with the thread count, and the two give other bits.
+// than BLAS's product of the rows as they are; where MKL runs at full speed
+// (mkl_full_speed: Intel, AMD before Zen 5), so do they for one step of any batch
+// (Xeon VM, 2 threads, H=256, cell training, us, fused kernel / products: LSTMCell
+// B=64 3011 / 2201, B=32 3060 / 2506, GRUCell B=64 1684 / 1345, RNNCell B=64 826 /
+// 725; EPYC Zen 4 VM, 2 threads, RNNCell H=256 weight gradients alone, us: B=32
+// 113 / 61, B=64 158 / 107). MKL's sums, unlike the fused kernel's, may change with
+// the thread count, and the two give other bits.
 bool fused_weight_grad_ok(const Tensor& t, int64_t T) {
   constexpr int64_t kFewRows = 16;
   if (!t.is_cpu() || (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble)) return false;
-  return t.size(0) > kFewRows && !(T == 1 && intel_cpu());
+  return t.size(0) > kFewRows && !(T == 1 && mkl_full_speed());
 }
 
 // dst (c, r) = src (r, c)^T, both with contiguous rows (dst may be a narrowed view).

@@ -332,14 +332,19 @@ def test_blocks_taken_by_other_threads_change_no_bits(monkeypatch, cell, shape):
             assert torch.equal(a, b), i
 
 
-def _intel_cpu() -> Optional[bool]:
-    """As csrc/matmul.cpp's intel_cpu (the CPUID vendor), read from /proc/cpuinfo; None where
-    there is none (not Linux)."""
+def _mkl_full_speed() -> Optional[bool]:
+    """As csrc/matmul.cpp's mkl_full_speed (Intel, or AMD before Zen 5: CPU family < 26), read
+    from /proc/cpuinfo; None where there is none (not Linux)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return any(line.startswith("vendor_id") and "GenuineIntel" in line for line in f)
+            first_cpu = f.read().split("\n\n")[0]
     except OSError:
         return None
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_cpu.splitlines() if ":" in line)}
+    vendor, family = fields.get("vendor_id", ""), fields.get("cpu family", "")
+    if vendor == "GenuineIntel":
+        return True
+    return vendor == "AuthenticAMD" and family.isdigit() and int(family) < 26
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -347,8 +352,9 @@ def _intel_cpu() -> Optional[bool]:
 def test_float32_gemm_routes_match_nn(monkeypatch, cell, gemm):
     """The large float32 products (X W_ih^T, dX) go through oneDNN's matmul when torch has it
     (csrc/matmul.cpp), or through at::mm with RNN_EXT_CPU_GEMM=blas: both within 1e-5 of
-    float64 torch.nn; the profiler shows which route ran. On Intel CPUs dX = dG W_ih stays
-    with at::mm (MKL takes W_ih as stored; oneDNN would need it transposed first)."""
+    float64 torch.nn; the profiler shows which route ran. Where MKL runs at full speed (Intel,
+    AMD before Zen 5) dX = dG W_ih of these 24 rows stays with at::mm (MKL takes W_ih as stored;
+    oneDNN would need it transposed first)."""
     monkeypatch.setenv("RNN_EXT_CPU_GEMM", gemm)
     T, B, I, H = 8, 3, 512, 512  # 24 rows: more than the few that at::mm takes (matmul.cpp, onednn_for)
     ext, ref = make_pair(cell, I, H, 1, False, True, dtype=torch.float32)
@@ -359,9 +365,9 @@ def test_float32_gemm_routes_match_nn(monkeypatch, cell, gemm):
     onednn_calls = sum(e.count for e in prof.key_averages() if e.key == "mkldnn::_linear_pointwise")
     if gemm == "blas" or not torch.backends.mkldnn.is_available():
         assert onednn_calls == 0
-    else:  # X W_ih^T (B < 4, and GRU always), and dX but on Intel
-        intel = _intel_cpu()
-        assert onednn_calls in ((1, 2) if intel is None else (1,) if intel else (2,))
+    else:  # X W_ih^T (B < 4, and GRU always), and dX but where MKL runs at full speed
+        full = _mkl_full_speed()
+        assert onednn_calls in ((1, 2) if full is None else (1,) if full else (2,))
     xd = x.detach().double().requires_grad_()
     hxd = tuple(h.detach().double().requires_grad_() for h in hx) if isinstance(hx, tuple) else \
         hx.detach().double().requires_grad_()
