@@ -1,14 +1,95 @@
-"""The two ways a layer call reaches the kernels (rnn_ext/_ops.py::_apply).
+"""The ways a layer call reaches the kernels (rnn_ext/_ops.py::_apply).
 
-Calls with nothing to differentiate skip the autograd layers; every other call
-goes through the autograd.Function. Both must give the same numbers, and the
-fast path must never be taken when a tangent or a graph is wanted.
+Calls with nothing to differentiate skip the autograd layers; a plain eager call
+that needs a graph goes through the C++ autograd node (csrc/eager_autograd.cpp);
+forward AD and torch.func transforms go through the Python autograd.Function.
+All must give the same numbers, and the fast path must never be taken when a
+tangent or a graph is wanted.
 """
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
 
 import rnn_ext
+from rnn_ext import _ops
+
+
+def _function_path(monkeypatch):
+    """Make _apply use the Python autograd.Function where it would use the C++ node."""
+    apply = _ops._apply
+    monkeypatch.setattr(_ops, "_apply", lambda function, op, need, *args, eager_op=None: apply(function, op, need, *args))
+
+
+def _grads_and_second_order(call, wanted):
+    """Output, state and first-order gradients of `wanted` (create_graph), and the gradients of
+    their sum, for one call()."""
+    out, states = call()
+    states = states if isinstance(states, tuple) else (states,)
+    loss = (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).pow(2).sum() + sum(s.sum() for s in states)
+    first = torch.autograd.grad(loss, wanted, create_graph=True)
+    second = torch.autograd.grad(sum((g * g).sum() for g in first), wanted, allow_unused=True)
+    return [out, *states, *first, *[g if g is not None else torch.zeros(()) for g in second]]
+
+
+CASES = [("LSTM", {}), ("LSTM", {"proj_size": 3, "bidirectional": True}), ("LSTM", {"bias": False}),
+         ("GRU", {"bidirectional": True}), ("GRU", {"bias": False}), ("RNN", {"nonlinearity": "relu"}),
+         ("RNN", {"bias": False, "bidirectional": True})]
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+@pytest.mark.parametrize("grads", ["all", "input-only", "weights-only", "states-only"])
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{'-'.join(k) or 'default'}" for n, k in CASES])
+def test_cpp_node_matches_function(monkeypatch, name, kw, grads, packed):
+    """The C++ node saves and computes what the Function does: the same bits for the output, the
+    final states, every first-order gradient (whichever inputs require grad: the backward op's
+    output_mask) and the double backward through the reference recompute."""
+    torch.manual_seed(0)
+    m = getattr(rnn_ext, name)(5, 7, num_layers=2, **kw).double()
+    D = 2 if kw.get("bidirectional") else 1
+    x = torch.randn(6, 3, 5, dtype=torch.double)
+    h0 = torch.randn(2 * D, 3, kw.get("proj_size") or 7, dtype=torch.double)
+    c0 = torch.randn(2 * D, 3, 7, dtype=torch.double)
+    x.requires_grad_(grads in ("all", "input-only"))
+    h0.requires_grad_(grads in ("all", "states-only"))
+    c0.requires_grad_(grads in ("all", "states-only"))
+    m.requires_grad_(grads in ("all", "weights-only"))
+    wanted = [t for t in (x, h0, *((c0,) if name == "LSTM" else ()), *m.parameters()) if t.requires_grad]
+    hx = (h0, c0) if name == "LSTM" else h0
+
+    def call():  # (a packed input packs anew: each call's graph is freed after its gradients)
+        out, states = m(torch.nn.utils.rnn.pack_padded_sequence(x, [6, 4, 2]) if packed else x, hx)
+        return (out.data if packed else out), states
+
+    nodes = {"C++": ("CppFunction",), "Function": tuple(f"_{name.capitalize()}FunctionBackward" for name in
+                                                        ("lstm", "gru", "rnn"))}
+    results = {}
+    for path in ("C++", "Function"):
+        if path == "Function":
+            _function_path(monkeypatch)
+        out, _ = call()
+        grad_fn = out.grad_fn if D == 1 else out.grad_fn.next_functions[0][0]  # (bidirectional: under the cat)
+        assert type(grad_fn).__name__ in nodes[path]
+        results[path] = _grads_and_second_order(call, wanted)
+    assert len(results["C++"]) == len(results["Function"])
+    for i, (a, b) in enumerate(zip(results["C++"], results["Function"])):
+        assert torch.equal(a, b), i
+
+
+@pytest.mark.parametrize("name", ["LSTMCell", "GRUCell", "RNNCell"])
+def test_cell_training_call_uses_the_cpp_node(monkeypatch, name):
+    torch.manual_seed(0)
+    cell = getattr(rnn_ext, name)(4, 6).double()
+    x = torch.randn(3, 4, dtype=torch.double, requires_grad=True)
+    out = cell(x)
+    h = out[0] if isinstance(out, tuple) else out
+    assert type(h.grad_fn).__name__ == "CppFunction"
+    ours = torch.autograd.grad(h.sum(), [x, *cell.parameters()])
+    _function_path(monkeypatch)
+    out = cell(x)
+    h = out[0] if isinstance(out, tuple) else out
+    assert type(h.grad_fn).__name__ != "CppFunction"
+    for a, b in zip(ours, torch.autograd.grad(h.sum(), [x, *cell.parameters()])):
+        assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
