@@ -2,15 +2,18 @@
 //
 // rnn_ext/_ops.py routes a call that needs a graph, with no forward-mode AD and
 // no torch.func transform active, to the *_forward_eager ops: the forward op
-// behind a torch::autograd::Function. It saves and computes what the Python
-// autograd.Function there does (same backward op, same output_mask, the same
-// gradients), at less cost per call: a Python Function's forward and backward
-// took ~20 us more than this node's (an RNNCell training call at B=1, H=256 is
-// ~150 us in all). Forward AD, torch.func, torch.jit.trace and torch.compile
-// keep the Python Function or the forward op itself.
+// behind a torch::autograd::Function. It saves what the Python autograd.Function
+// there saves and calls the same backward op, at 20-40 us less a call (an
+// RNNCell training call at B=1, H=256 is ~150 us in all). One difference: its
+// output_mask follows what the backward at hand computes (needs_input_grad here
+// asks the engine), the Function's what requires grad; the gradients asked for
+// are the same bits (tests/test_call_paths.py). Forward AD, torch.func,
+// torch.jit.trace and torch.compile keep the Python Function or the forward op.
 // Double backward (create_graph=True, grad mode on in backward) goes to the
-// *_backward_graph ops, implemented in Python (rnn_ext/_ops.py): the reference
-// recompute that the Python Function's backward runs in that case.
+// *_backward_graph ops, implemented in Python (rnn_ext/_ops.py, loaded with the
+// package): the reference recompute that the Function's backward runs then.
+// The nodes return no workspace: compiled autograd refuses a node that marks an
+// output non-differentiable, so the workspace stays a saved tensor only.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -80,6 +83,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward_plain(
       const OptTensor&, const OptTensor&, bool, bool)>("rnn_ext::lstm_forward");
   return op.call(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_grad);
 }
+// The eager ops return no workspace (the node keeps it).
+std::tuple<Tensor, Tensor, Tensor> lstm_eager_plain(
+    const Tensor& input, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
+    const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr, const OptTensor& batch_sizes, bool reverse,
+    bool need_grad) {
+  auto [y, h_n, c_n, ws] = lstm_forward_plain(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, false);
+  return {y, h_n, c_n};
+}
 std::tuple<Tensor, Tensor, Tensor> gru_forward_plain(const Tensor& input, const Tensor& h0, const Tensor& w_ih,
                                                      const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
                                                      const OptTensor& batch_sizes, bool reverse, bool need_grad) {
@@ -87,6 +98,12 @@ std::tuple<Tensor, Tensor, Tensor> gru_forward_plain(const Tensor& input, const 
       const Tensor&, const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
       const OptTensor&, bool, bool)>("rnn_ext::gru_forward");
   return op.call(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need_grad);
+}
+std::tuple<Tensor, Tensor> gru_eager_plain(const Tensor& input, const Tensor& h0, const Tensor& w_ih,
+                                           const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                                           const OptTensor& batch_sizes, bool reverse, bool need_grad) {
+  auto [y, h_n, ws] = gru_forward_plain(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, false);
+  return {y, h_n};
 }
 std::tuple<Tensor, Tensor> rnn_forward_plain(const Tensor& input, const Tensor& h0, const Tensor& w_ih,
                                              const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
@@ -161,9 +178,8 @@ struct GruNode : torch::autograd::Function<GruNode> {
     ctx->save_for_backward({input, h0, w_ih, w_hh, value_or_undefined(b_ih), value_or_undefined(b_hh),
                             value_or_undefined(batch_sizes), y, ws});
     ctx->saved_data["reverse"] = reverse;
-    ctx->mark_non_differentiable({ws});
     ctx->set_materialize_grads(false);
-    return {y, h_n, ws};
+    return {y, h_n};  // (not the workspace: compiled autograd refuses mark_non_differentiable)
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -197,11 +213,11 @@ struct GruNode : torch::autograd::Function<GruNode> {
   }
 };
 
-std::tuple<Tensor, Tensor, Tensor> gru_forward_eager(const Tensor& input, const Tensor& h0, const Tensor& w_ih,
-                                                     const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
-                                                     const OptTensor& batch_sizes, bool reverse, bool need_grad) {
+std::tuple<Tensor, Tensor> gru_forward_eager(const Tensor& input, const Tensor& h0, const Tensor& w_ih,
+                                             const Tensor& w_hh, const OptTensor& b_ih, const OptTensor& b_hh,
+                                             const OptTensor& batch_sizes, bool reverse, bool need_grad) {
   variable_list out = GruNode::apply(input, h0, w_ih, w_hh, b_ih, b_hh, batch_sizes, reverse, need_grad);
-  return {out[0], out[1], out[2]};
+  return {out[0], out[1]};
 }
 
 // ------------------------------------------------------------------ LSTM
@@ -215,9 +231,8 @@ struct LstmNode : torch::autograd::Function<LstmNode> {
     ctx->save_for_backward({input, h0, c0, w_ih, w_hh, value_or_undefined(b_ih), value_or_undefined(b_hh),
                             value_or_undefined(w_hr), value_or_undefined(batch_sizes), y, ws});
     ctx->saved_data["reverse"] = reverse;
-    ctx->mark_non_differentiable({ws});
     ctx->set_materialize_grads(false);
-    return {y, h_n, c_n, ws};
+    return {y, h_n, c_n};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -253,20 +268,20 @@ struct LstmNode : torch::autograd::Function<LstmNode> {
   }
 };
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> lstm_forward_eager(
+std::tuple<Tensor, Tensor, Tensor> lstm_forward_eager(
     const Tensor& input, const Tensor& h0, const Tensor& c0, const Tensor& w_ih, const Tensor& w_hh,
     const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& w_hr, const OptTensor& batch_sizes, bool reverse,
     bool need_grad) {
   variable_list out = LstmNode::apply(input, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, batch_sizes, reverse, need_grad);
-  return {out[0], out[1], out[2], out[3]};
+  return {out[0], out[1], out[2]};
 }
 
 }  // namespace
 }  // namespace rnn_ext
 
 TORCH_LIBRARY_IMPL(rnn_ext, CompositeExplicitAutograd, m) {
-  m.impl("lstm_forward_eager", &rnn_ext::lstm_forward_plain);
-  m.impl("gru_forward_eager", &rnn_ext::gru_forward_plain);
+  m.impl("lstm_forward_eager", &rnn_ext::lstm_eager_plain);
+  m.impl("gru_forward_eager", &rnn_ext::gru_eager_plain);
   m.impl("rnn_forward_eager", &rnn_ext::rnn_forward_plain);
 }
 

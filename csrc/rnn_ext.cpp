@@ -51,18 +51,19 @@ TORCH_LIBRARY(rnn_ext, m) {
       "Tensor? batch_sizes, bool relu, bool reverse, Tensor output, bool[3] output_mask=[True, True, True]) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // The eager training call: the forward op behind a C++ autograd node
-  // (csrc/eager_autograd.cpp); its double backward goes through *_backward_graph,
-  // implemented in Python (rnn_ext/_ops.py).
+  // (csrc/eager_autograd.cpp), returning the forward op's outputs but the
+  // workspace (the node keeps it); its double backward goes through
+  // *_backward_graph, implemented in Python (rnn_ext/_ops.py).
   m.def(
       "lstm_forward_eager(Tensor input, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-      "Tensor? w_hr, Tensor? batch_sizes, bool reverse, bool need_grad) -> (Tensor, Tensor, Tensor, Tensor)");
+      "Tensor? w_hr, Tensor? batch_sizes, bool reverse, bool need_grad) -> (Tensor, Tensor, Tensor)");
   m.def(
       "lstm_backward_graph(Tensor? grad_output, Tensor? grad_h_n, Tensor? grad_c_n, Tensor input, Tensor h0, "
       "Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, Tensor? batch_sizes, "
       "bool reverse, Tensor output, bool[8] needs) -> Tensor[]");
   m.def(
       "gru_forward_eager(Tensor input, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
-      "Tensor? batch_sizes, bool reverse, bool need_grad) -> (Tensor, Tensor, Tensor)");
+      "Tensor? batch_sizes, bool reverse, bool need_grad) -> (Tensor, Tensor)");
   m.def(
       "gru_backward_graph(Tensor? grad_output, Tensor? grad_h_n, Tensor input, Tensor h0, Tensor w_ih, Tensor w_hh, "
       "Tensor? b_ih, Tensor? b_hh, Tensor? batch_sizes, bool reverse, Tensor output, bool[6] needs) -> Tensor[]");

@@ -20,15 +20,26 @@ def _function_path(monkeypatch):
     monkeypatch.setattr(_ops, "_apply", lambda function, op, need, *args, eager_op=None: apply(function, op, need, *args))
 
 
-def _grads_and_second_order(call, wanted):
-    """Output, state and first-order gradients of `wanted` (create_graph), and the gradients of
-    their sum, for one call()."""
+def _results(call, wanted, subset):
+    """For one layer: the output and final states; the first-order gradients of `wanted` without
+    create_graph (the kernels' backward) for a loss on everything, on h_n alone and, over `subset`
+    only, on everything; then with create_graph, the gradients and their own gradients (double
+    backward through the reference recompute)."""
+    def loss_of(out, states, only_h_n=False):
+        h_n = states[0] if isinstance(states, tuple) else states
+        if only_h_n:
+            return h_n.pow(2).sum()
+        states = states if isinstance(states, tuple) else (states,)
+        return (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).pow(2).sum() + sum(s.sum() for s in states)
+
     out, states = call()
-    states = states if isinstance(states, tuple) else (states,)
-    loss = (out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).pow(2).sum() + sum(s.sum() for s in states)
-    first = torch.autograd.grad(loss, wanted, create_graph=True)
-    second = torch.autograd.grad(sum((g * g).sum() for g in first), wanted, allow_unused=True)
-    return [out, *states, *first, *[g if g is not None else torch.zeros(()) for g in second]]
+    got = [out, *(states if isinstance(states, tuple) else (states,))]
+    got += torch.autograd.grad(loss_of(out, states), wanted)
+    got += torch.autograd.grad(loss_of(*call(), only_h_n=True), wanted, allow_unused=True, materialize_grads=True)
+    got += torch.autograd.grad(loss_of(*call()), subset)
+    first = torch.autograd.grad(loss_of(*call()), wanted, create_graph=True)
+    second = torch.autograd.grad(sum((g * g).sum() for g in first), wanted, allow_unused=True, materialize_grads=True)
+    return got + list(first) + list(second)
 
 
 CASES = [("LSTM", {}), ("LSTM", {"proj_size": 3, "bidirectional": True}), ("LSTM", {"bias": False}),
@@ -41,8 +52,9 @@ CASES = [("LSTM", {}), ("LSTM", {"proj_size": 3, "bidirectional": True}), ("LSTM
 @pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}-{'-'.join(k) or 'default'}" for n, k in CASES])
 def test_cpp_node_matches_function(monkeypatch, name, kw, grads, packed):
     """The C++ node saves and computes what the Function does: the same bits for the output, the
-    final states, every first-order gradient (whichever inputs require grad: the backward op's
-    output_mask) and the double backward through the reference recompute."""
+    final states, every first-order gradient (whichever inputs require grad, a loss on h_n alone,
+    gradients of a subset of them: the backward op's output_mask) and the double backward
+    through the reference recompute."""
     torch.manual_seed(0)
     m = getattr(rnn_ext, name)(5, 7, num_layers=2, **kw).double()
     D = 2 if kw.get("bidirectional") else 1
@@ -69,7 +81,7 @@ def test_cpp_node_matches_function(monkeypatch, name, kw, grads, packed):
         out, _ = call()
         grad_fn = out.grad_fn if D == 1 else out.grad_fn.next_functions[0][0]  # (bidirectional: under the cat)
         assert type(grad_fn).__name__ in nodes[path]
-        results[path] = _grads_and_second_order(call, wanted)
+        results[path] = _results(call, wanted, wanted[-1:])
     assert len(results["C++"]) == len(results["Function"])
     for i, (a, b) in enumerate(zip(results["C++"], results["Function"])):
         assert torch.equal(a, b), i
@@ -127,3 +139,23 @@ def test_forward_ad_is_not_silently_dropped():
     with fwAD.dual_level():
         y, _ = m(fwAD.make_dual(x, torch.randn_like(x)))
         assert fwAD.unpack_dual(y).tangent is not None
+
+
+@pytest.mark.parametrize("name", ["LSTM", "GRU", "RNN"])
+def test_cpp_node_under_compiled_autograd(name):
+    """Compiled autograd traces the node's backward (it refuses nodes that mark outputs
+    non-differentiable, which is why the eager ops return no workspace)."""
+    compiled_autograd = pytest.importorskip("torch._dynamo.compiled_autograd")
+    if not hasattr(compiled_autograd, "_enable"):
+        pytest.skip("this torch has no compiled_autograd._enable")
+    torch.manual_seed(0)
+    m = getattr(rnn_ext, name)(3, 4, bidirectional=True).double()
+    x = torch.randn(5, 2, 3, dtype=torch.double, requires_grad=True)
+    y, _ = m(x)
+    expected = torch.autograd.grad(y.sum(), [x, *m.parameters()])
+    with compiled_autograd._enable(torch.compile(backend="eager")):
+        y, _ = m(x)
+        (y.sum()).backward()
+    assert torch.equal(x.grad, expected[0])
+    for p, e in zip(m.parameters(), expected[1:]):
+        assert torch.equal(p.grad, e)
