@@ -63,6 +63,17 @@ Tensor wanted(bool asked, const Tensor& input, const Tensor& grad) {
   return asked && input.defined() ? grad : Tensor();
 }
 
+// RNN's and GRU's gradients in their nodes' argument order (input, h0, w_ih, w_hh,
+// b_ih, b_hh, then three non-tensors) from the backward op's six outputs; saved:
+// the saved tensors, those six inputs first.
+variable_list one_state_grads(const std::array<bool, 3>& mask, const variable_list& saved,
+                              const std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>& g) {
+  const auto& [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] = g;
+  return {wanted(mask[0], saved[0], dx),    wanted(mask[1], saved[1], dh0),   wanted(mask[2], saved[2], dw_ih),
+          wanted(mask[2], saved[3], dw_hh), wanted(mask[2], saved[4], db_ih), wanted(mask[2], saved[5], db_hh),
+          Tensor(),                         Tensor(),                         Tensor()};
+}
+
 // Double backward: the Python op's gradients, one per differentiable argument
 // (placeholders where not needed), then undefined ones for the other arguments.
 variable_list from_graph_op(const std::vector<Tensor>& grads, const std::vector<bool>& need) {
@@ -153,11 +164,8 @@ struct RnnNode : torch::autograd::Function<RnnNode> {
         bool, bool, const Tensor&, std::array<bool, 3>)>("rnn_ext::rnn_backward");
     const std::array<bool, 3> mask = output_mask(need, 1, 4);
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] = op.call(or_zeros(grads[0], y), or_zeros(grads[1], h0), input, h0,
-                                                         w_ih, w_hh, as_optional(batch_sizes), relu, reverse, y, mask);
-    return {wanted(mask[0], input, dx), wanted(mask[1], h0, dh0), wanted(mask[2], w_ih, dw_ih),
-            wanted(mask[2], w_hh, dw_hh), wanted(mask[2], b_ih, db_ih), wanted(mask[2], b_hh, db_hh),
-            Tensor(), Tensor(), Tensor()};
+    return one_state_grads(mask, s, op.call(or_zeros(grads[0], y), or_zeros(grads[1], h0), input, h0, w_ih, w_hh,
+                                            as_optional(batch_sizes), relu, reverse, y, mask));
   }
 };
 
@@ -205,11 +213,8 @@ struct GruNode : torch::autograd::Function<GruNode> {
         bool, const Tensor&, const Tensor&, std::array<bool, 3>)>("rnn_ext::gru_backward");
     const std::array<bool, 3> mask = output_mask(need, 1, 4);
     at::AutoDispatchBelowADInplaceOrView below;
-    auto [dx, dh0, dw_ih, dw_hh, db_ih, db_hh] = op.call(or_zeros(grads[0], y), or_zeros(grads[1], h0), input, h0,
-                                                         w_ih, w_hh, as_optional(batch_sizes), reverse, y, ws, mask);
-    return {wanted(mask[0], input, dx), wanted(mask[1], h0, dh0), wanted(mask[2], w_ih, dw_ih),
-            wanted(mask[2], w_hh, dw_hh), wanted(mask[2], b_ih, db_ih), wanted(mask[2], b_hh, db_hh),
-            Tensor(), Tensor(), Tensor()};
+    return one_state_grads(mask, s, op.call(or_zeros(grads[0], y), or_zeros(grads[1], h0), input, h0, w_ih, w_hh,
+                                            as_optional(batch_sizes), reverse, y, ws, mask));
   }
 };
 
