@@ -46,8 +46,10 @@ def _needs_grad(*tensors) -> bool:
 
 
 # ----------------------------------------------------------------- public wrappers
-# The wrappers go through autograd.Function classes (defined at the bottom,
-# sharing the op's setup/backward), which torch.func transforms accept; the ops
+# The wrappers go through the C++ autograd node of the *_forward_eager ops in plain
+# eager training calls (csrc/eager_autograd.cpp), and otherwise through
+# autograd.Function classes (defined at the bottom, sharing the op's
+# setup/backward), which torch.func transforms and forward AD accept; the ops
 # themselves also carry register_autograd for direct callers.
 # Complex modules: torch.nn runs them on its native path (cuDNN and oneDNN take
 # no complex); rnn_ext runs them on the pure-PyTorch reference layers, with the
